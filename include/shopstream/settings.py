@@ -1,0 +1,315 @@
+"""One typed settings object for the whole platform.
+
+Every host, port, credential, bucket, topic and path is read here, from environment variables and an
+optional ``.env`` file, with embedded defaults that run the whole stack on one machine. Variable names
+are ``SHOPSTREAM_<SECTION>__<FIELD>`` (for example ``SHOPSTREAM_POSTGRES__PORT``); the docker-compose
+deployment sets the same names, so the code has one path whatever it talks to.
+
+The settings render the configuration of the other tools: Airflow connections (``AIRFLOW_CONN_*``) and
+``AIRFLOW__*`` options, MLflow's and boto's S3 variables, and the Kafka client configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SHOPSTREAM_"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable and what is wrong."""
+
+
+class PostgresSettings(BaseModel):
+    """The PostgreSQL server: warehouse, Airflow metadata, MLflow store and Superset metadata."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(15432, ge=1, le=65535)
+    user: str = "shopstream"
+    password: SecretStr = SecretStr("shopstream")
+    warehouse_db: str = "warehouse"
+    airflow_db: str = "airflow"
+    mlflow_db: str = "mlflow"
+    superset_db: str = "superset"
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    os_user: str = "postgres"  # the embedded server runs as this user when started by root
+
+    def url(self, db: str, driver: str = "postgresql+psycopg") -> str:
+        """SQLAlchemy URL for database ``db``."""
+        pw = quote(self.password.get_secret_value(), safe="")
+        return f"{driver}://{quote(self.user, safe='')}:{pw}@{self.host}:{self.port}/{db}"
+
+    def dsn(self, db: str | None = None) -> str:
+        """libpq connection string (psycopg) for database ``db`` (the warehouse by default)."""
+        pw = self.password.get_secret_value()
+        return (
+            f"host={self.host} port={self.port} user={self.user} password={pw} "
+            f"dbname={db or self.warehouse_db}"
+        )
+
+
+class S3Settings(BaseModel):
+    """The S3 endpoint: MinIO in docker-compose, a disk-backed stand-in in the embedded stack."""
+
+    endpoint_url: str = "http://127.0.0.1:19000"
+    access_key: str = "S3RVER"
+    secret_key: SecretStr = SecretStr("S3RVER")
+    region: str = "us-east-1"
+    lake_bucket: str = "shopstream-lake"
+    mlflow_bucket: str = "shopstream-mlflow"
+    broker_bucket: str = "shopstream-broker"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint_url.startswith("https://")
+
+    @property
+    def netloc(self) -> str:
+        return self.endpoint_url.split("://", 1)[1]
+
+    def buckets(self) -> list[str]:
+        return [self.lake_bucket, self.mlflow_bucket, self.broker_bucket]
+
+
+class KafkaSettings(BaseModel):
+    """The Kafka-protocol broker and the topics of the stream."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    raw_topic: str = "events.raw"
+    invalid_topic: str = "events.invalid"
+    landing_group: str = "shopstream-landing"
+    airflow_group: str = "shopstream-airflow"
+    partitions: int = Field(4, ge=1)
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        """confluent-kafka configuration for this broker."""
+        return {"bootstrap.servers": self.bootstrap_servers, **extra}
+
+
+class MlflowSettings(BaseModel):
+    """The MLflow tracking server and model registry."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(15000, ge=1, le=65535)
+    tracking_uri: str = ""  # derived from host and port when empty
+    experiment: str = "shopstream-purchase-intent"
+    registered_model: str = "shopstream-purchase-intent"
+
+    @property
+    def uri(self) -> str:
+        return self.tracking_uri or f"http://{self.host}:{self.port}"
+
+
+class AirflowSettings(BaseModel):
+    """Airflow 3: API server address, admin login and executor sizing."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(18080, ge=1, le=65535)
+    admin_user: str = "admin"
+    admin_password: SecretStr = SecretStr("admin")
+    parallelism: int = Field(4, ge=1)
+    worker_log_port: int = Field(18793, ge=1, le=65535)
+    trigger_log_port: int = Field(18794, ge=1, le=65535)
+    home: str = ""  # <state_dir>/airflow when empty
+    dags_folder: str = ""  # <repo>/dags when empty
+    plugins_folder: str = ""  # <repo>/plugins when empty
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class SparkSettings(BaseModel):
+    """Spark: master URL and the JDBC driver jar."""
+
+    master: str = "local[*]"
+    jdbc_jar: str = "/usr/share/java/postgresql.jar"
+    driver_memory: str = "2g"
+
+
+class Settings(BaseSettings):
+    """All of shopstream's configuration. Read it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    state_dir: Path = REPO_ROOT / ".shopstream"
+    postgres: PostgresSettings = PostgresSettings()
+    s3: S3Settings = S3Settings()
+    kafka: KafkaSettings = KafkaSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    airflow: AirflowSettings = AirflowSettings()
+    spark: SparkSettings = SparkSettings()
+
+    # ----------------------------------------------------------------- derived paths
+    @property
+    def airflow_home(self) -> Path:
+        return Path(self.airflow.home) if self.airflow.home else self.state_dir / "airflow"
+
+    @property
+    def dags_folder(self) -> Path:
+        return Path(self.airflow.dags_folder) if self.airflow.dags_folder else REPO_ROOT / "dags"
+
+    @property
+    def plugins_folder(self) -> Path:
+        return Path(self.airflow.plugins_folder) if self.airflow.plugins_folder else REPO_ROOT / "plugins"
+
+    # ----------------------------------------------------------------- rendered config
+    def s3_env(self) -> dict[str, str]:
+        """AWS/MLflow variables that point boto3, MLflow and Tansu at the S3 endpoint."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": self.s3.region,
+            "AWS_ENDPOINT_URL_S3": self.s3.endpoint_url,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint_url,
+        }
+
+    def airflow_connections(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables (JSON form) for every service the DAGs use."""
+        pg = self.postgres
+        conns = {
+            "shopstream_warehouse": {
+                "conn_type": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "login": pg.user,
+                "password": pg.password.get_secret_value(),
+                "schema": pg.warehouse_db,
+            },
+            "shopstream_s3": {
+                "conn_type": "aws",
+                "login": self.s3.access_key,
+                "password": self.s3.secret_key.get_secret_value(),
+                "extra": {"endpoint_url": self.s3.endpoint_url, "region_name": self.s3.region},
+            },
+            "shopstream_kafka": {
+                "conn_type": "kafka",
+                "extra": self.kafka.client_config(),
+            },
+            "shopstream_kafka_consumer": {
+                "conn_type": "kafka",
+                "extra": self.kafka.client_config(**{
+                    "group.id": self.kafka.airflow_group,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "session.timeout.ms": 6000,
+                }),
+            },
+            "shopstream_mlflow": {
+                "conn_type": "http",
+                "host": self.mlflow.uri,
+            },
+            "shopstream_spark": {
+                "conn_type": "spark",
+                "host": self.spark.master,
+            },
+        }
+        return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in conns.items()}
+
+    def airflow_env(self) -> dict[str, str]:
+        """Everything an Airflow process (server, scheduler, task) needs in its environment."""
+        a = self.airflow
+        env = {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": str(a.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{a.admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                self.airflow_home / "simple_auth_manager_passwords.json"
+            ),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{a.base_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url(
+                self.postgres.airflow_db, "postgresql+psycopg2"
+            ),
+            "AIRFLOW__API__HOST": a.host,
+            "AIRFLOW__API__PORT": str(a.port),
+            "AIRFLOW__API__BASE_URL": a.base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(a.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(a.trigger_log_port),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "MLFLOW_TRACKING_URI": self.mlflow.uri,
+            "NO_PROXY": "*",
+        }
+        env.update(self.airflow_connections())
+        env.update(self.s3_env())
+        return env
+
+    def export_env(self) -> dict[str, str]:
+        """The ``SHOPSTREAM_*`` variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {f"{ENV_PREFIX}STATE_DIR": str(self.state_dir)}
+        for section in ("postgres", "s3", "kafka", "mlflow", "airflow", "spark"):
+            model: BaseModel = getattr(self, section)
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                out[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = str(value)
+        return out
+
+    def service_env(self) -> dict[str, str]:
+        """Full environment for a child process of the stack (settings + rendered tool config)."""
+        env = dict(os.environ)
+        env.update(self.export_env())
+        env.update(self.airflow_env())
+        return env
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = ["Invalid shopstream settings:"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        var = ENV_PREFIX + "__".join(p.upper() for p in loc)
+        lines.append(f"  {var}: {e['msg']} (got {e.get('input')!r})")
+    lines.append("Fix the environment variable or the .env file and start again.")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(_format_validation_error(err)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()
