@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from shopstream.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="shopstream: e-commerce events from Kafka to a warehouse, models and dashboards.",
@@ -127,6 +128,14 @@ def env(fmt: Annotated[str, typer.Option("--format", help="shell (export lines) 
     rendered = {**s.export_env(), **s.airflow_env()}
     for k, v in sorted(rendered.items()):
         print(f"export {k}={shlex.quote(v)}" if fmt == "shell" else f"{k}={v}")
+
+
+@app.command("config-doc")
+def config_doc() -> None:
+    """Regenerate docs/configuration.md from the settings module."""
+    from shopstream.configuration_doc import write
+
+    console.print(f"wrote {write()}")
 
 
 @app.command()

@@ -32,16 +32,16 @@ class SettingsError(RuntimeError):
 class PostgresSettings(BaseModel):
     """The PostgreSQL server: warehouse, Airflow metadata, MLflow store and Superset metadata."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(15432, ge=1, le=65535)
-    user: str = "shopstream"
-    password: SecretStr = SecretStr("shopstream")
-    warehouse_db: str = "warehouse"
-    airflow_db: str = "airflow"
-    mlflow_db: str = "mlflow"
-    superset_db: str = "superset"
-    bin_dir: str = "/usr/lib/postgresql/15/bin"
-    os_user: str = "postgres"  # the embedded server runs as this user when started by root
+    host: str = Field("127.0.0.1", description="PostgreSQL host")
+    port: int = Field(15432, ge=1, le=65535, description="PostgreSQL port")
+    user: str = Field("shopstream", description="login role (owner of all four databases)")
+    password: SecretStr = Field(SecretStr("shopstream"), description="password of that role")
+    warehouse_db: str = Field("warehouse", description="database of the bronze/silver/gold/ml/ops/dq schemas")
+    airflow_db: str = Field("airflow", description="Airflow metadata database")
+    mlflow_db: str = Field("mlflow", description="MLflow backend store database")
+    superset_db: str = Field("superset", description="Superset metadata database")
+    bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="embedded stack: directory of initdb and postgres")
+    os_user: str = Field("postgres", description="embedded stack: OS user the server runs as when started by root")
 
     def url(self, db: str, driver: str = "postgresql+psycopg") -> str:
         """SQLAlchemy URL for database ``db``."""
@@ -60,13 +60,13 @@ class PostgresSettings(BaseModel):
 class S3Settings(BaseModel):
     """The S3 endpoint: MinIO in docker-compose, a disk-backed stand-in in the embedded stack."""
 
-    endpoint_url: str = "http://127.0.0.1:19000"
-    access_key: str = "S3RVER"
-    secret_key: SecretStr = SecretStr("S3RVER")
-    region: str = "us-east-1"
-    lake_bucket: str = "shopstream-lake"
-    mlflow_bucket: str = "shopstream-mlflow"
-    broker_bucket: str = "shopstream-broker"
+    endpoint_url: str = Field("http://127.0.0.1:19000", description="S3 endpoint (MinIO, or the embedded s3rver)")
+    access_key: str = Field("S3RVER", description="S3 access key (s3rver accepts only S3RVER)")
+    secret_key: SecretStr = Field(SecretStr("S3RVER"), description="S3 secret key")
+    region: str = Field("us-east-1", description="S3 region name")
+    lake_bucket: str = Field("shopstream-lake", description="bucket of landed events, dead letters and DQ reports")
+    mlflow_bucket: str = Field("shopstream-mlflow", description="bucket of MLflow artifacts")
+    broker_bucket: str = Field("shopstream-broker", description="embedded stack: bucket of the Tansu broker's storage")
 
     @field_validator("endpoint_url")
     @classmethod
@@ -90,12 +90,12 @@ class S3Settings(BaseModel):
 class KafkaSettings(BaseModel):
     """The Kafka-protocol broker and the topics of the stream."""
 
-    bootstrap_servers: str = "127.0.0.1:19092"
-    raw_topic: str = "events.raw"
-    invalid_topic: str = "events.invalid"
-    landing_group: str = "shopstream-landing"
-    airflow_group: str = "shopstream-airflow"
-    partitions: int = Field(4, ge=1)
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers (comma-separated)")
+    raw_topic: str = Field("events.raw", description="topic of raw events from producers")
+    invalid_topic: str = Field("events.invalid", description="dead-letter topic of rejected events")
+    landing_group: str = Field("shopstream-landing", description="consumer group of the landing service")
+    airflow_group: str = Field("shopstream-airflow", description="consumer group of Airflow's Kafka tasks")
+    partitions: int = Field(4, ge=1, description="partitions of topics created by the stack")
 
     @property
     def port(self) -> int:
@@ -113,11 +113,11 @@ class KafkaSettings(BaseModel):
 class MlflowSettings(BaseModel):
     """The MLflow tracking server and model registry."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(15000, ge=1, le=65535)
-    tracking_uri: str = ""  # derived from host and port when empty
-    experiment: str = "shopstream-purchase-intent"
-    registered_model: str = "shopstream-purchase-intent"
+    host: str = Field("127.0.0.1", description="MLflow server host")
+    port: int = Field(15000, ge=1, le=65535, description="MLflow server port")
+    tracking_uri: str = Field("", description="tracking URI; http://<host>:<port> when empty")
+    experiment: str = Field("shopstream-purchase-intent", description="experiment of training runs")
+    registered_model: str = Field("shopstream-purchase-intent", description="registered model name")
 
     @property
     def uri(self) -> str:
@@ -127,16 +127,16 @@ class MlflowSettings(BaseModel):
 class AirflowSettings(BaseModel):
     """Airflow 3: API server address, admin login and executor sizing."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(18080, ge=1, le=65535)
-    admin_user: str = "admin"
-    admin_password: SecretStr = SecretStr("admin")
-    parallelism: int = Field(4, ge=1)
-    worker_log_port: int = Field(18793, ge=1, le=65535)
-    trigger_log_port: int = Field(18794, ge=1, le=65535)
-    home: str = ""  # <state_dir>/airflow when empty
-    dags_folder: str = ""  # <repo>/dags when empty
-    plugins_folder: str = ""  # <repo>/plugins when empty
+    host: str = Field("127.0.0.1", description="Airflow api-server host")
+    port: int = Field(18080, ge=1, le=65535, description="Airflow api-server port (UI and REST API)")
+    admin_user: str = Field("admin", description="Airflow admin login")
+    admin_password: SecretStr = Field(SecretStr("admin"), description="Airflow admin password")
+    parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes")
+    worker_log_port: int = Field(18793, ge=1, le=65535, description="port of the worker log server")
+    trigger_log_port: int = Field(18794, ge=1, le=65535, description="port of the triggerer log server")
+    home: str = Field("", description="AIRFLOW_HOME; <state_dir>/airflow when empty")
+    dags_folder: str = Field("", description="DAGs folder; <repo>/dags when empty")
+    plugins_folder: str = Field("", description="plugins folder; <repo>/plugins when empty")
 
     @property
     def base_url(self) -> str:
@@ -146,9 +146,9 @@ class AirflowSettings(BaseModel):
 class SparkSettings(BaseModel):
     """Spark: master URL and the JDBC driver jar."""
 
-    master: str = "local[*]"
-    jdbc_jar: str = "/usr/share/java/postgresql.jar"
-    driver_memory: str = "2g"
+    master: str = Field("local[*]", description="Spark master URL (local[*] or spark://host:7077)")
+    jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
+    driver_memory: str = Field("2g", description="spark.driver.memory")
 
 
 class Settings(BaseSettings):
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    state_dir: Path = REPO_ROOT / ".shopstream"
+    state_dir: Path = Field(REPO_ROOT / ".shopstream", description="embedded stack: all state (git-ignored)")
     postgres: PostgresSettings = PostgresSettings()
     s3: S3Settings = S3Settings()
     kafka: KafkaSettings = KafkaSettings()
@@ -274,7 +274,7 @@ class Settings(BaseSettings):
     def export_env(self) -> dict[str, str]:
         """The ``SHOPSTREAM_*`` variables that reproduce these settings in a child process."""
         out: dict[str, str] = {f"{ENV_PREFIX}STATE_DIR": str(self.state_dir)}
-        for section in ("postgres", "s3", "kafka", "mlflow", "airflow", "spark"):
+        for section in SECTIONS:
             model: BaseModel = getattr(self, section)
             for name in type(model).model_fields:
                 value = getattr(model, name)
@@ -289,6 +289,21 @@ class Settings(BaseSettings):
         env.update(self.export_env())
         env.update(self.airflow_env())
         return env
+
+
+SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark")
+
+
+def setting_fields() -> list[tuple[str, Any, str]]:
+    """Every setting as (environment variable, default, description), in declaration order."""
+    root = Settings.model_fields["state_dir"]
+    out: list[tuple[str, Any, str]] = [(f"{ENV_PREFIX}STATE_DIR", "<repo>/.shopstream", root.description or "")]
+    for section in SECTIONS:
+        model = Settings.model_fields[section].annotation
+        for name, f in model.model_fields.items():
+            default = f.default.get_secret_value() if isinstance(f.default, SecretStr) else f.default
+            out.append((f"{ENV_PREFIX}{section.upper()}__{name.upper()}", default, f.description or ""))
+    return out
 
 
 def _format_validation_error(err: ValidationError) -> str:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+
 from shopstream.stack.base import Service, StackError
 from shopstream.stack.process import ProcSpec, run_checked
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from minio import Minio
+
 from shopstream.stack.base import Service, StackError
 from shopstream.stack.process import ProcSpec
 

@@ -1,0 +1,93 @@
+"""Settings: defaults, env overrides, and clear errors naming the bad variable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shopstream.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("SHOPSTREAM_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_cover_every_service():
+    s = load_settings()
+    assert s.postgres.port == 15432
+    assert s.kafka.bootstrap_servers.startswith("127.0.0.1:")
+    assert s.s3.endpoint_url.startswith("http://")
+    assert s.mlflow.uri == f"http://{s.mlflow.host}:{s.mlflow.port}"
+    assert s.state_dir.name == ".shopstream"
+
+
+def test_env_overrides_nested_fields(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_POSTGRES__PORT", "25432")
+    monkeypatch.setenv("SHOPSTREAM_KAFKA__RAW_TOPIC", "raw.v2")
+    s = load_settings()
+    assert s.postgres.port == 25432
+    assert s.kafka.raw_topic == "raw.v2"
+
+
+def test_dotenv_file_is_read(tmp_path):
+    (tmp_path / ".env").write_text("SHOPSTREAM_S3__LAKE_BUCKET=my-lake\n")
+    assert load_settings().s3.lake_bucket == "my-lake"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SHOPSTREAM_POSTGRES__PORT", "not-a-port"),
+        ("SHOPSTREAM_POSTGRES__PORT", "70000"),
+        ("SHOPSTREAM_S3__ENDPOINT_URL", "minio:9000"),
+        ("SHOPSTREAM_AIRFLOW__PARALLELISM", "0"),
+    ],
+)
+def test_bad_setting_fails_naming_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert var in str(exc.value)
+
+
+def test_airflow_connections_are_rendered_as_json():
+    s = load_settings()
+    conns = s.airflow_connections()
+    wh = json.loads(conns["AIRFLOW_CONN_SHOPSTREAM_WAREHOUSE"])
+    assert wh["conn_type"] == "postgres" and wh["port"] == s.postgres.port
+    s3 = json.loads(conns["AIRFLOW_CONN_SHOPSTREAM_S3"])
+    assert s3["extra"]["endpoint_url"] == s.s3.endpoint_url
+    kafka = json.loads(conns["AIRFLOW_CONN_SHOPSTREAM_KAFKA_CONSUMER"])
+    assert kafka["extra"]["bootstrap.servers"] == s.kafka.bootstrap_servers
+    assert kafka["extra"]["group.id"]
+
+
+def test_export_env_round_trips(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_MLFLOW__PORT", "15999")
+    exported = load_settings().export_env()
+    for k, v in exported.items():
+        monkeypatch.setenv(k, v)
+    again = load_settings()
+    assert again.mlflow.port == 15999
+    assert again.export_env() == exported
+
+
+def test_airflow_env_points_at_settings():
+    s = load_settings()
+    env = s.airflow_env()
+    assert env["AIRFLOW__API__PORT"] == str(s.airflow.port)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith(f":{s.postgres.port}/{s.postgres.airflow_db}")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+
+
+def test_configuration_doc_is_current():
+    from shopstream.configuration_doc import DOC_PATH, render
+
+    assert DOC_PATH.read_text() == render(), "docs/configuration.md is stale: run `shopstream config-doc`"
