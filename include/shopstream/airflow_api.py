@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
 from shopstream.settings import Settings
 
 TERMINAL = {"success", "failed"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -128,6 +129,127 @@ def env(fmt: Annotated[str, typer.Option("--format", help="shell (export lines) 
     rendered = {**s.export_env(), **s.airflow_env()}
     for k, v in sorted(rendered.items()):
         print(f"export {k}={shlex.quote(v)}" if fmt == "shell" else f"{k}={v}")
+
+
+def _truth_path(s: Settings, out: Path | None) -> Path:
+    return out or s.state_dir / "truth" / "latest.json"
+
+
+@app.command()
+def generate(
+    events: Annotated[int, typer.Option(help="Number of messages (all kinds).")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    days: Annotated[float, typer.Option(help="Days of event time the stream spans.")] = 7.0,
+    invalid_rate: Annotated[float, typer.Option(help="Share of invalid records.")] = 0.10,
+    duplicate_rate: Annotated[float, typer.Option(help="Share of exact re-sends.")] = 0.02,
+    late_rate: Annotated[float, typer.Option(help="Share of events produced hours late.")] = 0.02,
+    out: Annotated[Path | None, typer.Option(help="Write the raw messages as JSON lines here.")] = None,
+    truth_out: Annotated[Path | None, typer.Option(help="Where to write the truth summary.")] = None,
+) -> None:
+    """Generate a realistic event stream with faults; write its truth summary (and the messages)."""
+    from shopstream.events.generator import EventStream, GeneratorConfig
+
+    s = _settings()
+    stream = EventStream(GeneratorConfig(n_events=events, seed=seed, days=days, invalid_rate=invalid_rate,
+                                         duplicate_rate=duplicate_rate, late_rate=late_rate))
+    n = 0
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as f:
+            for _key, value in stream:
+                f.write(value.replace(b"\n", b" ") + b"\n")
+                n += 1
+    else:
+        for _ in stream:
+            n += 1
+    path = _truth_path(s, truth_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(stream.truth.to_json())
+    console.print(f"generated {n:,} messages" + (f" into {out}" if out else "") + f"; truth in {path}")
+    _print_truth(stream.truth)
+
+
+def _print_truth(truth) -> None:
+    console.print(
+        f"  valid {truth.valid_messages:,} (unique {truth.unique_events:,}, duplicates {truth.duplicates:,}, "
+        f"late {truth.late_events:,}); invalid {truth.invalid:,} "
+        f"({', '.join(f'{k}={v}' for k, v in truth.invalid_by_reason.items() if v)}); "
+        f"purchases {truth.purchases:,}, revenue {truth.revenue}"
+    )
+
+
+@app.command()
+def produce(
+    events: Annotated[int, typer.Option(help="Generator: number of messages.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Generator: random seed.")] = 42,
+    days: Annotated[float, typer.Option(help="Generator: days of event time.")] = 7.0,
+    file: Annotated[Path | None, typer.Option(help="Replay a Kaggle-format CSV, CSV.gz or Parquet file instead.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Messages per second (default: unlimited).")] = None,
+    topic: Annotated[str | None, typer.Option(help="Target topic (default: SHOPSTREAM_KAFKA__RAW_TOPIC).")] = None,
+    truth_out: Annotated[Path | None, typer.Option(help="Generator: where to write the truth summary.")] = None,
+) -> None:
+    """Produce events to the raw topic, from the generator or a Kaggle-format file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from shopstream.events.producer import produce as produce_messages
+
+    s = _settings()
+    stream = None
+    if file:
+        from shopstream.events.kaggle import iter_timed
+
+        if not file.exists():
+            console.print(f"[red]no such file: {file}[/red]")
+            raise typer.Exit(2)
+        messages = iter_timed(file)
+        total = None
+    else:
+        from shopstream.events.generator import EventStream, GeneratorConfig
+
+        stream = EventStream(GeneratorConfig(n_events=events, seed=seed, days=days))
+        messages = stream.timed()
+        total = events
+    with Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("produce", total=total)
+        stats = produce_messages(s, messages, topic=topic, rate_limit=rate,
+                                 on_progress=lambda n: progress.update(task, completed=n))
+    console.print(f"produced {stats.sent:,} messages to {topic or s.kafka.raw_topic} at "
+                  f"{s.kafka.bootstrap_servers} in {stats.seconds:.1f}s ({stats.rate:,.0f} msg/s)")
+    if stream is not None:
+        path = _truth_path(s, truth_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(stream.truth.to_json())
+        console.print(f"truth summary in {path}")
+        _print_truth(stream.truth)
+
+
+@app.command()
+def land(
+    until_idle: Annotated[bool, typer.Option(help="Stop once every partition is drained.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Messages per landed batch.")] = 100_000,
+    max_interval: Annotated[float, typer.Option(help="Seconds before a partial batch is landed.")] = 10.0,
+    idle_timeout: Annotated[float, typer.Option(help="--until-idle: seconds with nothing new before stopping.")] = 10.0,
+) -> None:
+    """Consume the raw topic, validate, land Parquet in the lake and dead-letter the rest."""
+    import logging
+
+    from shopstream.landing.service import LandingConfig, LandingService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = _settings()
+    svc = LandingService(s, LandingConfig(batch_size=batch_size, max_interval_s=max_interval,
+                                          idle_timeout_s=idle_timeout))
+    svc.install_signal_handlers()
+    svc.on_batch = lambda st: console.print(
+        f"batch {st.batches}: {st.messages:,} messages so far ({st.valid:,} valid, {st.rejected:,} rejected), "
+        f"{st.objects + st.deadletter_objects} objects"
+    )
+    try:
+        stats = svc.run(until_idle=until_idle)
+    finally:
+        svc.close()
+    console.print(stats.summary(s))
 
 
 @app.command("config-doc")

@@ -93,6 +93,7 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers (comma-separated)")
     raw_topic: str = Field("events.raw", description="topic of raw events from producers")
     invalid_topic: str = Field("events.invalid", description="dead-letter topic of rejected events")
+    landed_topic: str = Field("events.landed", description="notifications of landed batches (starts the data DAG)")
     landing_group: str = Field("shopstream-landing", description="consumer group of the landing service")
     airflow_group: str = Field("shopstream-airflow", description="consumer group of Airflow's Kafka tasks")
     partitions: int = Field(4, ge=1, description="partitions of topics created by the stack")

@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from shopstream.events.schema import (
     EVENT_TIME_TYPE,
     EVENT_TYPES,
@@ -210,14 +211,28 @@ def validate_batch(messages: Iterable[RawMessage | tuple[bytes | None, str, int,
             reject(i, Reason.MALFORMED_JSON, detail, value, topic, part, off)
             continue
         if type(obj) is not dict:
-            reject(i, Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_type_name(obj)}", value, topic,
-                   part, off)
+            reject(
+                i,
+                Reason.NOT_AN_OBJECT,
+                f"expected a JSON object, got {_type_name(obj)}",
+                value,
+                topic,
+                part,
+                off,
+            )
             continue
         if "payload" in obj and "schema" in obj:
             obj = obj["payload"]
             if type(obj) is not dict:
-                reject(i, Reason.NOT_AN_OBJECT, f"envelope payload: expected a JSON object, got "
-                       f"{_type_name(obj)}", value, topic, part, off)
+                reject(
+                    i,
+                    Reason.NOT_AN_OBJECT,
+                    f"envelope payload: expected a JSON object, got {_type_name(obj)}",
+                    value,
+                    topic,
+                    part,
+                    off,
+                )
                 continue
         get = obj.get
         et = get("event_time")
@@ -227,23 +242,42 @@ def validate_batch(messages: Iterable[RawMessage | tuple[bytes | None, str, int,
         price = get("price")
         uid = get("user_id")
         sess = get("user_session")
-        if (et is None or etype is None or pid is None or cid is None or price is None or uid is None
-                or sess is None or sess == ""):
+        if (
+            et is None
+            or etype is None
+            or pid is None
+            or cid is None
+            or price is None
+            or uid is None
+            or sess is None
+            or sess == ""
+        ):
             reject(i, Reason.MISSING_FIELD, _missing_detail(obj), value, topic, part, off)
             continue
         code = get("category_code")
         brand = get("brand")
-        if (type(pid) is not int or type(cid) is not int or type(uid) is not int
-                or (type(price) is not float and type(price) is not int)
-                or type(etype) is not str or type(sess) is not str
-                or (code is not None and type(code) is not str)
-                or (brand is not None and type(brand) is not str)):
+        if (
+            type(pid) is not int
+            or type(cid) is not int
+            or type(uid) is not int
+            or (type(price) is not float and type(price) is not int)
+            or type(etype) is not str
+            or type(sess) is not str
+            or (code is not None and type(code) is not str)
+            or (brand is not None and type(brand) is not str)
+        ):
             reject(i, Reason.WRONG_TYPE, _wrong_type_detail(obj), value, topic, part, off)
             continue
         if etype not in types_ok:
-            reject(i, Reason.UNKNOWN_EVENT_TYPE,
-                   f"event_type: {_show(etype)} is not one of {', '.join(EVENT_TYPES)}", value, topic, part,
-                   off)
+            reject(
+                i,
+                Reason.UNKNOWN_EVENT_TYPE,
+                f"event_type: {_show(etype)} is not one of {', '.join(EVENT_TYPES)}",
+                value,
+                topic,
+                part,
+                off,
+            )
             continue
         if price < 0:
             reject(i, Reason.NEGATIVE_PRICE, f"price: {price!r} is negative", value, topic, part, off)
@@ -286,12 +320,14 @@ def validate_batch(messages: Iterable[RawMessage | tuple[bytes | None, str, int,
         rejected.sort(key=lambda r: r[0])
         mask = keep.tolist()
         us = us[keep]
-        (times, etypes, pids, cids, codes, brands, prices, uids, sessions, topics, parts, offsets) = (
+        columns_kept = [
             list(compress(col, mask))
-            for col in (times, etypes, pids, cids, codes, brands, prices, uids, sessions, topics, parts,
-                        offsets)
-        )
-        int_arrays = {n: pa.array(v, pa.int64()) for n, v in zip(_INT_FIELDS, (pids, cids, uids), strict=True)}
+            for col in (etypes, pids, cids, codes, brands, prices, uids, sessions, topics, parts, offsets)
+        ]
+        etypes, pids, cids, codes, brands, prices, uids, sessions, topics, parts, offsets = columns_kept
+        int_arrays = {
+            n: pa.array(v, pa.int64()) for n, v in zip(_INT_FIELDS, (pids, cids, uids), strict=True)
+        }
 
     blake2b = hashlib.blake2b
     keys = [

@@ -97,7 +97,7 @@ def ensure_topics(settings) -> None:
     k = settings.kafka
     admin = AdminClient(k.client_config())
     existing = set(admin.list_topics(timeout=5).topics)
-    wanted = [t for t in (k.raw_topic, k.invalid_topic) if t not in existing]
+    wanted = [t for t in (k.raw_topic, k.invalid_topic, k.landed_topic) if t not in existing]
     if not wanted:
         return
     futures = admin.create_topics([NewTopic(t, num_partitions=k.partitions, replication_factor=1) for t in wanted])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from minio import Minio
 
-from shopstream.stack.base import Service, StackError
+from shopstream.stack.base import Service, StackError, port_in_use
 from shopstream.stack.process import ProcSpec
 
 EMBEDDED_CREDENTIALS = ("S3RVER", "S3RVER")  # s3rver accepts only its built-in account
@@ -79,6 +79,8 @@ class S3Service(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def check(self) -> str | None:
+        if not port_in_use(self.host, self.port):
+            return f"nothing listening on {self.address()}"
         try:
             minio_client(self.settings).list_buckets()
             return None

@@ -1,0 +1,385 @@
+"""The landing service: a consumer group on the raw topic that lands validated events in the lake.
+
+Per batch (every ``batch_size`` messages or ``max_interval_s`` seconds): validate each partition's
+messages, cut valid rows into per-hour Parquet objects and rejections into dead-letter objects, then
+land them with the intent/commit protocol of :mod:`shopstream.landing.manifest`. Rejections are also
+produced to the dead-letter topic (keyed ``topic/partition/offset``) with their reason. Kafka offsets
+are committed only after the objects are durable and the manifest committed; on assignment a
+partition resumes from the offset recorded with the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import psycopg
+import pyarrow as pa
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from shopstream.events.validation import Rejection, validate_batch
+from shopstream.landing import manifest
+from shopstream.landing.writer import LakeObject, deadletter_objects, event_objects
+from shopstream.settings import Settings
+from shopstream.stack.s3 import minio_client
+
+log = logging.getLogger("shopstream.landing")
+
+
+@dataclass
+class LandingConfig:
+    """Batching and stopping behaviour of one landing run."""
+
+    batch_size: int = 100_000
+    max_interval_s: float = 10.0
+    idle_timeout_s: float = 10.0  # --until-idle: stop after this long with nothing new
+    assign_timeout_s: float = 60.0  # --until-idle: fail if no partition is assigned by then
+    poll_batch: int = 10_000
+    upload_threads: int = 8
+
+
+@dataclass
+class LandingStats:
+    """What a landing run did; ``summary()`` is the text a person reads."""
+
+    messages: int = 0
+    valid: int = 0
+    rejected: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    objects: int = 0
+    deadletter_objects: int = 0
+    batches: int = 0
+    bytes: int = 0
+    recovered_intents: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def summary(self, settings: Settings) -> str:
+        rate = self.messages / self.elapsed if self.elapsed > 0 else 0.0
+        reasons = ", ".join(f"{k}={v}" for k, v in self.by_reason.most_common()) or "none"
+        return (
+            f"landed {self.messages:,} messages in {self.batches} batches ({rate:,.0f} msg/s): "
+            f"{self.valid:,} valid -> {self.objects} objects under s3://{settings.s3.lake_bucket}/events/; "
+            f"{self.rejected:,} rejected ({reasons}) -> {self.deadletter_objects} objects under "
+            f"s3://{settings.s3.lake_bucket}/deadletter/ and topic {settings.kafka.invalid_topic}"
+            + (f"; recovered {self.recovered_intents} interrupted batch(es)" if self.recovered_intents else "")
+        )
+
+
+class LandingService:
+    """Consume ``settings.kafka.raw_topic`` and land it; one instance per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: LandingConfig | None = None,
+        on_batch: Callable[[LandingStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or LandingConfig()
+        self.on_batch = on_batch
+        k = settings.kafka
+        self.topic = k.raw_topic
+        self.group = k.landing_group
+        self.lake = minio_client(settings)
+        self.bucket = settings.s3.lake_bucket
+        self.db = psycopg.connect(settings.postgres.dsn(), autocommit=True)
+        manifest.ensure_schema(self.db)
+        self.consumer = Consumer(
+            k.client_config(**{
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "session.timeout.ms": 10000,
+                "fetch.max.bytes": 64 * 2**20,
+                "max.partition.fetch.bytes": 16 * 2**20,
+                "queued.max.messages.kbytes": 256 * 1024,
+            })
+        )
+        self.producer = Producer(k.client_config(**{"enable.idempotence": True, "linger.ms": 20}))
+        self.stats = LandingStats()
+        self._stopping = threading.Event()
+        self._assigned: set[int] = set()
+        self._buf: dict[int, list[tuple[bytes | None, str, int, int]]] = {}
+        self._ts: dict[int, list[int]] = {}
+        self._buffered = 0
+        self._buf_since: float | None = None
+        self._assigned_at = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+    def request_stop(self, *_: object) -> None:
+        """Finish the current batch, commit and leave (SIGTERM/SIGINT handler)."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10)
+            self.db.close()
+
+    # ----------------------------------------------------------------- rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ids = [p.partition for p in partitions]
+        for partition, keys in manifest.pending_intents(self.db, self.group, self.topic, ids):
+            # a batch that crashed before its manifest commit: its objects are orphans
+            for key in keys:
+                self.lake.remove_object(self.bucket, key)
+            manifest.clear_intent(self.db, self.group, self.topic, partition)
+            self.stats.recovered_intents += 1
+            log.warning("partition %s: removed %d objects of an interrupted batch", partition, len(keys))
+        stored = manifest.stored_offsets(self.db, self.group, self.topic)
+        for p in partitions:
+            p.offset = stored.get(p.partition, OFFSET_STORED)
+        self._assigned.update(ids)
+        self._assigned_at = time.monotonic()
+        consumer.assign(partitions)
+        log.info("assigned partitions %s (offsets %s)", ids, {p.partition: p.offset for p in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.flush()
+        self._assigned.difference_update(p.partition for p in partitions)
+
+    # ----------------------------------------------------------------- main loop
+    def run(self, until_idle: bool = False) -> LandingStats:
+        """Consume and land until stopped (or, with ``until_idle``, until every partition is drained)."""
+        cfg = self.config
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        eof: set[int] = set()
+        last_msg = time.monotonic()
+        started = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                msgs = self.consumer.consume(num_messages=cfg.poll_batch, timeout=0.5)
+                now = time.monotonic()
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            eof.add(m.partition())
+                            continue
+                        if err.fatal():
+                            raise KafkaException(err)
+                        log.warning("consumer error: %s", err)
+                        continue
+                    p = m.partition()
+                    buf = self._buf.get(p)
+                    if buf is None:
+                        buf = self._buf[p] = []
+                        self._ts[p] = []
+                    buf.append((m.value(), self.topic, p, m.offset()))
+                    self._ts[p].append(m.timestamp()[1])
+                    eof.discard(p)
+                if msgs:
+                    n = len(msgs)
+                    self._buffered += n
+                    if self._buf_since is None:
+                        self._buf_since = now
+                    last_msg = now
+                drained = bool(self._assigned) and self._assigned <= eof
+                if self._buffered and (
+                    self._buffered >= cfg.batch_size
+                    or now - (self._buf_since or now) >= cfg.max_interval_s
+                    or (until_idle and drained)
+                ):
+                    self.flush()
+                if until_idle:
+                    if drained and not self._buffered:
+                        break
+                    if not self._assigned and now - started > cfg.assign_timeout_s:
+                        raise RuntimeError(
+                            f"no partition of {self.topic!r} was assigned to group {self.group!r} within "
+                            f"{cfg.assign_timeout_s:.0f}s: is the topic there and the broker reachable?"
+                        )
+                    if self._assigned and now - max(last_msg, self._assigned_at) > cfg.idle_timeout_s:
+                        self.flush()
+                        break
+            self.flush()
+        finally:
+            self.stats.finished = time.monotonic()
+        return self.stats
+
+    # ----------------------------------------------------------------- one batch
+    def flush(self) -> None:
+        """Land everything buffered: intent, objects, dead letters, manifest + offsets, Kafka commit."""
+        if not self._buffered:
+            return
+        objects: list[LakeObject] = []
+        rejected: list[Rejection] = []
+        intents: dict[int, tuple[int, int, list[str]]] = {}
+        next_offsets: dict[int, int] = {}
+        n_msgs = n_valid = 0
+        for p, msgs in self._buf.items():
+            if not msgs:
+                continue
+            first, last = msgs[0][3], msgs[-1][3]
+            res = validate_batch(msgs)
+            valid = with_arrival_time(res.valid, msgs, self._ts[p])
+            objs = event_objects(valid, self.topic, p, first, last)
+            if res.rejected:
+                ts = dict(zip((m[3] for m in msgs), self._ts[p], strict=True))
+                objs += deadletter_objects(res.rejected, ts, self.topic, p, first, last)
+            objects += objs
+            rejected += res.rejected
+            intents[p] = (first, last, [o.key for o in objs])
+            next_offsets[p] = last + 1
+            n_msgs += len(msgs)
+            n_valid += res.valid.num_rows
+
+        manifest.begin(self.db, self.group, self.topic, intents)
+        self._upload(objects)
+        self._dead_letter(rejected)
+        manifest.commit(self.db, self.group, self.topic, next_offsets, objects)
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, off) for p, off in next_offsets.items()], asynchronous=False
+            )
+        except KafkaException as e:  # PostgreSQL holds the truth; Kafka's copy is for lag tooling
+            log.warning("Kafka offset commit failed (the manifest has the offsets): %s", e)
+        self._notify(objects, n_valid)
+
+        s = self.stats
+        s.messages += n_msgs
+        s.valid += n_valid
+        s.rejected += len(rejected)
+        s.by_reason.update(r.reason_code for r in rejected)
+        s.objects += sum(1 for o in objects if o.kind == "events")
+        s.deadletter_objects += sum(1 for o in objects if o.kind == "deadletter")
+        s.bytes += sum(len(o.data) for o in objects)
+        s.batches += 1
+        self._buf = {}
+        self._ts = {}
+        self._buffered = 0
+        self._buf_since = None
+        if self.on_batch:
+            self.on_batch(s)
+
+    def _upload(self, objects: list[LakeObject]) -> None:
+        import io
+
+        def put(o: LakeObject) -> None:
+            self.lake.put_object(
+                self.bucket, o.key, io.BytesIO(o.data), len(o.data), content_type="application/vnd.apache.parquet"
+            )
+
+        with ThreadPoolExecutor(self.config.upload_threads) as pool:
+            list(pool.map(put, objects))
+
+    def _dead_letter(self, rejected: list[Rejection]) -> None:
+        if not rejected:
+            return
+        failures: list[str] = []
+
+        def on_delivery(err, _msg) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        topic = self.settings.kafka.invalid_topic
+        for r in rejected:
+            value = orjson.dumps({
+                "reason": r.reason_code,
+                "detail": r.detail,
+                "src_topic": r.topic,
+                "src_partition": r.partition,
+                "src_offset": r.offset,
+                "payload": r.payload.decode("utf-8", errors="replace") if r.payload is not None else None,
+            })
+            while True:
+                try:
+                    self.producer.produce(
+                        topic, key=f"{r.topic}/{r.partition}/{r.offset}".encode(), value=value,
+                        headers=[("reason", r.reason_code.encode())], on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+        remaining = self.producer.flush(60)
+        if remaining or failures:
+            raise RuntimeError(
+                f"dead letters not delivered to {topic!r} ({remaining} pending, errors: {failures[:3]}); "
+                "the batch is not committed and will be landed again"
+            )
+
+    def _notify(self, objects: list[LakeObject], n_valid: int) -> None:
+        """Tell listeners (Airflow's asset watcher) that new partitions landed; best effort."""
+        hours = sorted({o.hour.isoformat() for o in objects if o.kind == "events"})
+        if not hours:
+            return
+        try:
+            self.producer.produce(
+                self.settings.kafka.landed_topic, key=self.group.encode(),
+                value=orjson.dumps({"events": n_valid, "objects": len(objects), "hours": hours}),
+            )
+            self.producer.poll(0)
+        except (BufferError, KafkaException) as e:
+            log.warning("could not publish the landed notification: %s", e)
+
+
+def with_arrival_time(valid: pa.Table, msgs: list[tuple], timestamps_ms: list[int]) -> pa.Table:
+    """Add ``src_timestamp``, the Kafka timestamp (arrival time) of each valid row's message."""
+    offsets = np.fromiter((m[3] for m in msgs), dtype=np.int64, count=len(msgs))
+    idx = np.searchsorted(offsets, valid.column("src_offset").to_numpy())
+    ts = np.asarray(timestamps_ms, dtype=np.int64)[idx]
+    return valid.append_column(pa.field("src_timestamp", pa.timestamp("ms", tz="UTC")), pa.array(ts).cast(
+        pa.timestamp("ms", tz="UTC")))
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """The true end offset (high watermark) of every partition of ``topic``.
+
+    Read from fetch responses, not ListOffsets: the embedded broker (Tansu 0.6) answers ListOffsets
+    "latest" with a stale offset (the base of an earlier batch). Reading from that offset to the
+    partition's end costs at most one producer batch per partition and is correct on Kafka too.
+    """
+    c = Consumer(settings.kafka.client_config(**{
+        "group.id": "shopstream-offsets", "enable.auto.commit": False, "enable.partition.eof": True,
+    }))
+    try:
+        md = c.list_topics(topic, timeout=timeout).topics.get(topic)
+        if md is None or md.error is not None:
+            return {}
+        parts = sorted(md.partitions)
+        starts = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, max(off, 0)) for p, off in starts.items()])
+        ends: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while len(ends) < len(parts) and time.monotonic() < deadline:
+            for m in c.consume(num_messages=10_000, timeout=0.5):
+                err = m.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    ends[m.partition()] = m.offset()
+        missing = set(parts) - set(ends)
+        if missing:
+            raise TimeoutError(f"could not read the end of {topic} partitions {sorted(missing)} in {timeout}s")
+        return ends
+    finally:
+        c.close()
+
+
+def lag(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
+    """Messages of the raw topic not yet landed, per partition (end offset minus committed offset)."""
+    k = settings.kafka
+    ends = end_offsets(settings, k.raw_topic, timeout)
+    c = Consumer(k.client_config(**{"group.id": k.landing_group, "enable.auto.commit": False}))
+    try:
+        committed = c.committed([TopicPartition(k.raw_topic, p) for p in ends], timeout=timeout)
+        return {tp.partition: ends[tp.partition] - max(tp.offset, 0) for tp in committed}
+    finally:
+        c.close()

@@ -1,0 +1,200 @@
+"""Landing on the real broker and S3 endpoint: exactly once by offsets, dead letters, crash, replay."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shopstream.events.generator import generate
+from shopstream.events.kaggle import iter_timed, write_kaggle_csv
+from shopstream.events.producer import produce
+from shopstream.events.validation import validate_batch
+from shopstream.landing import manifest
+from shopstream.landing.service import LandingConfig, LandingService, end_offsets
+from shopstream.settings import Settings
+from shopstream.stack.base import venv_bin
+from shopstream.stack.s3 import minio_client
+
+pytestmark = pytest.mark.integration
+
+
+def private_topic(settings: Settings) -> Settings:
+    """Settings whose raw/invalid topics and landing group are this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(update={
+        "raw_topic": f"raw.{tag}", "invalid_topic": f"invalid.{tag}", "landing_group": f"landing-{tag}",
+    })
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def land(settings: Settings, **config) -> LandingService:
+    cfg = LandingConfig(**{"idle_timeout_s": 5.0, **config})
+    svc = LandingService(settings, cfg)
+    try:
+        svc.run(until_idle=True)
+    finally:
+        svc.close()
+    return svc
+
+
+def lake_rows(settings: Settings, kind: str) -> pa.Table:
+    """All rows of the manifest's objects of one kind for this topic, read back from the lake."""
+    lake = minio_client(settings)
+    with psycopg.connect(settings.postgres.dsn()) as conn:
+        keys = [r[0] for r in conn.execute(
+            "select object_key from ops.landed_objects where topic = %s and kind = %s order by object_key",
+            (settings.kafka.raw_topic, kind),
+        )]
+    tables = [pq.read_table(io.BytesIO(lake.get_object(settings.s3.lake_bucket, k).read())) for k in keys]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def lake_keys(settings: Settings) -> set[str]:
+    """Every object of this topic actually in the lake bucket (manifest or not)."""
+    lake = minio_client(settings)
+    topic = settings.kafka.raw_topic
+    return {
+        o.object_name
+        for prefix in ("events/", "deadletter/")
+        for o in lake.list_objects(settings.s3.lake_bucket, prefix=prefix, recursive=True)
+        if f"/{topic}+p" in o.object_name
+    }
+
+
+def manifest_keys(settings: Settings) -> set[str]:
+    with psycopg.connect(settings.postgres.dsn()) as conn:
+        return {r[0] for r in conn.execute(
+            "select object_key from ops.landed_objects where topic = %s", (settings.kafka.raw_topic,)
+        )}
+
+
+def topic_end_offsets(settings: Settings) -> dict[int, int]:
+    return end_offsets(settings, settings.kafka.raw_topic)
+
+
+def assert_exactly_once(settings: Settings, n_messages: int) -> tuple[pa.Table, pa.Table]:
+    """Every offset of the raw topic is in exactly one lake row (events or dead letters); no orphans."""
+    events, dead = lake_rows(settings, "events"), lake_rows(settings, "deadletter")
+    coords = Counter(zip(events.column("src_partition").to_pylist(), events.column("src_offset").to_pylist(),
+                         strict=True))
+    coords.update(zip(dead.column("src_partition").to_pylist(), dead.column("src_offset").to_pylist(), strict=True))
+    dupes = [c for c, n in coords.items() if n > 1]
+    assert dupes == [], f"offsets landed twice: {dupes[:10]}"
+    expected = {(p, o) for p, end in topic_end_offsets(settings).items() for o in range(end)}
+    assert len(expected) == n_messages
+    assert set(coords) == expected, f"missing offsets: {sorted(expected - set(coords))[:10]}"
+    assert lake_keys(settings) == manifest_keys(settings), "lake objects not in the manifest (orphans)"
+    return events, dead
+
+
+def test_generated_events_land_exactly_once_with_dead_letters(stack, stack_settings):
+    s = private_topic(stack_settings)
+    stream = generate(20_000, seed=11, days=2)
+    produce(s, stream.timed())
+    truth = stream.truth
+    svc = land(s, batch_size=7_000)
+    assert svc.stats.messages == truth.total_messages
+    events, dead = assert_exactly_once(s, truth.total_messages)
+    assert events.num_rows == truth.valid_messages
+    assert len(events.column("event_key").unique()) == truth.unique_events
+    assert dead.num_rows == truth.invalid
+    assert dict(Counter(dead.column("reason").to_pylist())) == {k: v for k, v in truth.invalid_by_reason.items() if v}
+    # every dead letter carries its original payload, a readable reason and its source offset
+    row = dead.slice(0, 1).to_pylist()[0]
+    assert row["detail"] and row["payload"] is not None and row["src_offset"] >= 0
+    # the dead-letter topic got one message per rejection
+    assert sum(end_offsets(s, s.kafka.invalid_topic).values()) == truth.invalid
+    # objects are partitioned by event hour and every row sits in its hour
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        wrong = conn.execute(
+            "select count(*) from ops.landed_objects where topic = %s and kind = 'events' "
+            "and object_key not like 'events/year=' || to_char(event_hour at time zone 'UTC', 'YYYY') || "
+            "'/month=' || to_char(event_hour at time zone 'UTC', 'MM') || '/%%'", (s.kafka.raw_topic,),
+        ).fetchone()[0]
+    assert wrong == 0
+    # landing again finds nothing new and changes nothing
+    before = manifest_keys(s)
+    again = land(s)
+    assert again.stats.messages == 0 and manifest_keys(s) == before
+
+
+def test_kill_dash_nine_mid_run_loses_nothing_and_lands_nothing_twice(stack, stack_settings, tmp_path):
+    s = private_topic(stack_settings)
+    stream = generate(60_000, seed=12, days=1)
+    produce(s, stream.timed())
+    env = {**s.service_env(), "SHOPSTREAM_KAFKA__RAW_TOPIC": s.kafka.raw_topic,
+           "SHOPSTREAM_KAFKA__INVALID_TOPIC": s.kafka.invalid_topic,
+           "SHOPSTREAM_KAFKA__LANDING_GROUP": s.kafka.landing_group}
+    log = open(tmp_path / "land.log", "wb")
+    proc = subprocess.Popen([venv_bin("shopstream"), "land", "--batch-size", "3000", "--max-interval", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(manifest_keys(s)) < 10:
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "land.log").read_text()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    landed_before = len(manifest_keys(s))
+    assert landed_before >= 10
+    svc = land(s, batch_size=20_000)
+    events, dead = assert_exactly_once(s, stream.truth.total_messages)
+    assert events.num_rows == stream.truth.valid_messages and dead.num_rows == stream.truth.invalid
+    assert 0 < svc.stats.messages < stream.truth.total_messages
+
+
+def test_interrupted_batch_is_rolled_back_on_restart(stack, stack_settings):
+    """A crash between writing objects and committing the manifest leaves no orphan behind."""
+    s = private_topic(stack_settings)
+    stream = generate(2_000, seed=13, days=1)
+    produce(s, stream.timed())
+    orphan = f"events/year=2019/month=10/day=01/hour=00/{s.kafka.raw_topic}+p0+{0:020d}-{99:020d}.parquet"
+    lake = minio_client(s)
+    lake.put_object(s.s3.lake_bucket, orphan, io.BytesIO(b"partial"), 7)
+    with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn:
+        manifest.ensure_schema(conn)
+        manifest.begin(conn, s.kafka.landing_group, s.kafka.raw_topic, {0: (0, 99, [orphan])})
+    svc = land(s)
+    assert svc.stats.recovered_intents == 1
+    assert_exactly_once(s, stream.truth.total_messages)
+    assert orphan not in lake_keys(s)
+
+
+def test_kaggle_csv_replays_through_the_same_path(stack, stack_settings, tmp_path):
+    s = private_topic(stack_settings)
+    messages = list(generate(5_000, seed=14, days=1))
+    csv = tmp_path / "2019-Oct.csv"
+    write_kaggle_csv(messages, csv)
+    replay = list(iter_timed(csv))
+    assert replay and all(len(m) == 3 and m[2] is not None for m in replay)
+    produce(s, replay)
+    land(s)
+    expected = validate_batch([(v, "t", 0, i) for i, (_, v, _) in enumerate(replay)])
+    events, dead = assert_exactly_once(s, len(replay))
+    assert events.num_rows == expected.valid.num_rows
+    assert dead.num_rows == len(expected.rejected)
+    assert sorted(events.column("event_key").to_pylist()) == sorted(expected.valid.column("event_key").to_pylist())
+
+
+def test_kafka_connect_envelope_is_accepted(stack, stack_settings):
+    import orjson
+
+    s = private_topic(stack_settings)
+    event = {"event_time": "2019-10-01 00:00:04 UTC", "event_type": "view", "product_id": 44600062,
+             "category_id": 2103807459595387724, "category_code": "", "brand": "shiseido", "price": 35.79,
+             "user_id": 541312140, "user_session": "72d76fde-8bb3-4e00-8c23-a032dfed738c"}
+    envelope = {"schema": {"type": "struct", "optional": False}, "payload": event}
+    produce(s, [(b"k", orjson.dumps(event)), (b"k", orjson.dumps(envelope)), (b"k", b"{broken")])
+    land(s)
+    events, dead = assert_exactly_once(s, 3)
+    assert events.num_rows == 2 and len(set(events.column("event_key").to_pylist())) == 1
+    assert dead.column("reason").to_pylist() == ["malformed_json"]

@@ -1,0 +1,423 @@
+"""docker-compose.yaml, .env.example and docker/: static checks (no Docker engine needed).
+
+The compose file must validate against the Compose Specification schema, pin every image, give every
+long-running service a health check and a memory limit (all limits together within 16 GiB), publish
+unique host ports, keep credentials in .env, pass shopstream containers only settings the settings
+module reads, and build the shopstream image from the project's own lock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+SCHEMA_FILE = REPO_ROOT.parent / "shared" / "compose-spec.json"
+AIRFLOW_DOCKERFILE = "docker/airflow/Dockerfile"
+MEMORY_BUDGET = 16 * 1024**3
+
+if str(REPO_ROOT / "include") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "include"))
+
+# $$ (a literal $ for the container's shell), ${NAME}, ${NAME:-default}, ${NAME?err}, ... and $NAME.
+_VAR = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_AUTH$")
+_REQUIRED_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}$")
+_SIZE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)b?$", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _walk_strings(node: Any):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk_strings(key)
+            yield from _walk_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_strings(item)
+
+
+def _referenced(text: str) -> set[str]:
+    return {m["braced"] or m["named"] for m in _VAR.finditer(text) if not m["escaped"]}
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m["escaped"]:
+            return "$"
+        name = m["braced"] or m["named"]
+        op, arg = m["op"] or "", m["arg"] or ""
+        value = env.get(name)
+        is_set = value is not None and (value != "" or ":" not in op)
+        if op.endswith("-"):
+            return value if is_set else arg
+        if op.endswith("?"):
+            if not is_set:
+                raise AssertionError(f"required variable {name} is unset: {arg}")
+            return value
+        if op.endswith("+"):
+            return arg if is_set else ""
+        return value or ""
+
+    return _VAR.sub(sub, text)
+
+
+def _interpolate_tree(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return _interpolate(node, env)
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate_tree(v, env) for v in node]
+    return node
+
+
+def _parse_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
+        env[key.strip()] = value.strip()
+    return env
+
+
+def _environment(service: dict) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {k: (v if sep else None) for k, sep, v in (item.partition("=") for item in env)}
+    return {k: (None if v is None else str(v)) for k, v in env.items()}
+
+
+def _bytes(size: str | int) -> int:
+    if isinstance(size, int):
+        return size
+    m = _SIZE.match(size.strip())
+    assert m, f"unreadable memory size {size!r}"
+    factor = 1024 ** " kmgt".index(m["unit"].lower() or " ")
+    return int(float(m["num"]) * factor)
+
+
+def _memory_limit(service: dict) -> str | int | None:
+    limit = service.get("mem_limit")
+    if limit is None:
+        limit = (((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}).get("memory")
+    return limit
+
+
+def _is_one_shot(service: dict) -> bool:
+    return str(service.get("restart", "no")) == "no"
+
+
+def _host_ports(service: dict) -> list[tuple[str, int]]:
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            if port.get("published"):
+                out.append((str(port.get("host_ip", "0.0.0.0")), int(port["published"])))
+            continue
+        parts = str(port).split("/")[0].split(":")
+        if len(parts) == 3:
+            out.append((parts[0], int(parts[1])))
+        elif len(parts) == 2:
+            out.append(("0.0.0.0", int(parts[0])))
+    return out
+
+
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        keyword, _, args = buf.strip().partition(" ")
+        out.append((keyword.upper(), args.strip()))
+        buf = ""
+    return out
+
+
+def _image_tag(image: str) -> str | None:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def _lock_version(package: str) -> str:
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        if line.lower().startswith(f"{package}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"{package} is not pinned in requirements.txt")
+
+
+def _setting_names() -> set[str]:
+    from shopstream.settings import ENV_PREFIX, Settings
+
+    names: set[str] = set()
+    for field, info in Settings.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(f"{ENV_PREFIX}{field.upper()}__{sub.upper()}" for sub in annotation.model_fields)
+        else:
+            names.add(f"{ENV_PREFIX}{field.upper()}")
+    return names
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    return _parse_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def compose(raw, env_example) -> dict:
+    """The compose file as docker compose would see it with .env copied from .env.example."""
+    return _interpolate_tree(raw, env_example)
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict]:
+    return compose["services"]
+
+
+# ----------------------------------------------------------------------------- tests
+def test_validates_against_the_compose_spec_schema(compose):
+    if not SCHEMA_FILE.exists():
+        pytest.skip(f"Compose Specification schema not found at {SCHEMA_FILE}; cannot validate")
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator = validator_cls(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_every_image_is_pinned(services):
+    for name, svc in services.items():
+        image = svc.get("image")
+        assert image or svc.get("build"), f"{name}: neither image nor build"
+        if image:
+            tag = _image_tag(image)
+            assert tag or "@sha256:" in image, f"{name}: image {image!r} has no tag"
+            assert tag != "latest", f"{name}: image {image!r} uses :latest"
+
+
+def test_dockerfile_base_images_are_pinned():
+    dockerfiles = sorted((REPO_ROOT / "docker").glob("*/Dockerfile"))
+    assert dockerfiles
+    for path in dockerfiles:
+        stages: set[str] = set()
+        for keyword, args in _dockerfile_instructions(path):
+            if keyword != "FROM":
+                continue
+            words = [w for w in args.split() if not w.startswith("--")]
+            image = words[0]
+            if len(words) >= 3 and words[1].upper() == "AS":
+                stages.add(words[2])
+            if image in stages or image == "scratch":
+                continue
+            tag = _image_tag(image)
+            assert tag and tag != "latest" and "$" not in image, f"{path}: FROM {image} is not pinned"
+
+
+def test_base_images_match_the_lock():
+    def base_images(dockerfile: str) -> list[str]:
+        path = REPO_ROOT / dockerfile
+        return [a.split()[0] for k, a in _dockerfile_instructions(path) if k == "FROM"]
+
+    airflow = _lock_version("apache-airflow")
+    assert f"apache/airflow:{airflow}-python3.11" in base_images(AIRFLOW_DOCKERFILE)
+    pyspark = _lock_version("pyspark")
+    assert any(i.startswith(f"apache/spark:{pyspark}-") for i in base_images("docker/spark/Dockerfile"))
+    ray = _lock_version("ray")
+    assert any(i.startswith(f"rayproject/ray:{ray}-py311") for i in base_images("docker/ray/Dockerfile"))
+
+
+def test_long_running_services_have_healthchecks(services):
+    for name, svc in services.items():
+        if _is_one_shot(svc):
+            continue
+        check = svc.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name}: long-running without healthcheck"
+
+
+def test_depends_on_waits_for_health_or_completion(services):
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on must use the long form with a condition"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            expected = "service_completed_successfully" if _is_one_shot(services[dep]) else "service_healthy"
+            assert spec.get("condition") == expected, f"{name} -> {dep}: condition should be {expected}"
+
+
+def test_every_referenced_variable_is_in_env_example(raw, env_example):
+    referenced = set().union(*(_referenced(s) for s in _walk_strings(raw)))
+    missing = sorted(referenced - env_example.keys())
+    assert not missing, f"referenced in docker-compose.yaml but not in .env.example: {missing}"
+
+
+def test_env_example_names_only_known_settings(env_example):
+    unknown = sorted(k for k in env_example if k.startswith("SHOPSTREAM_") and k not in _setting_names())
+    assert not unknown, f".env.example names settings the settings module does not read: {unknown}"
+
+
+def test_shopstream_variables_are_settings(services):
+    valid = _setting_names()
+    assert "SHOPSTREAM_STATE_DIR" in valid and "SHOPSTREAM_POSTGRES__HOST" in valid
+    for name, svc in services.items():
+        unknown = sorted(k for k in _environment(svc) if k.startswith("SHOPSTREAM_") and k not in valid)
+        assert not unknown, f"{name}: not settings of shopstream.settings.Settings: {unknown}"
+
+
+def test_shopstream_containers_get_only_settings(services):
+    """Processes from the shopstream image get SHOPSTREAM_* only; the rest is rendered from them."""
+    for name, svc in services.items():
+        if (svc.get("build") or {}).get("dockerfile") != AIRFLOW_DOCKERFILE:
+            continue
+        others = sorted(k for k in _environment(svc) if not k.startswith("SHOPSTREAM_"))
+        assert not others, f"{name}: set these through the settings module instead: {others}"
+        hosts = _environment(svc)
+        assert hosts["SHOPSTREAM_POSTGRES__HOST"] == "postgres"
+        assert hosts["SHOPSTREAM_S3__ENDPOINT_URL"] == "http://minio:9000"
+        assert hosts["SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_no_credential_literals(raw):
+    for name, svc in raw["services"].items():
+        for key, value in _environment(svc).items():
+            if _SECRET_NAME.search(key):
+                assert value and _REQUIRED_REF.match(value), (
+                    f"{name}: {key} must come from .env as ${{VAR:?message}}, got {value!r}"
+                )
+
+
+def test_host_ports_are_unique_and_loopback(services):
+    seen: dict[int, str] = {}
+    for name, svc in services.items():
+        for host_ip, port in _host_ports(svc):
+            assert port not in seen, f"host port {port} published by both {seen[port]} and {name}"
+            assert host_ip == "127.0.0.1", f"{name}: port {port} published on {host_ip}"
+            seen[port] = name
+    assert len(seen) >= 5
+
+
+def test_memory_limits_fit_a_16_gb_laptop(services):
+    total = 0
+    for name, svc in services.items():
+        limit = _memory_limit(svc)
+        assert limit is not None, f"{name}: no mem_limit / deploy.resources.limits.memory"
+        total += _bytes(limit)
+    assert total <= MEMORY_BUDGET, f"memory limits add up to {total / 1024**3:.2f} GiB (> 16 GiB)"
+
+
+def test_state_lives_in_named_volumes(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, svc in services.items():
+        for mount in svc.get("volumes") or []:
+            source, _, rest = (mount if isinstance(mount, str) else f"{mount['source']}:").partition(":")
+            if source.startswith((".", "/")):
+                assert rest.endswith(":ro"), f"{name}: bind mount {mount!r} must be read-only"
+                assert (REPO_ROOT / source).exists(), f"{name}: {source} does not exist in the repo"
+                if "docker-entrypoint-initdb.d" in rest:  # sourced, not run, unless executable
+                    assert os.access(REPO_ROOT / source, os.X_OK), f"{source} must be executable"
+            else:
+                assert source in declared, f"{name}: volume {source!r} is not declared"
+
+
+def test_airflow_image_installs_the_project_lock(services):
+    builds = [
+        s["build"]
+        for s in services.values()
+        if (s.get("build") or {}).get("dockerfile") == AIRFLOW_DOCKERFILE
+    ]
+    assert builds, f"no service builds {AIRFLOW_DOCKERFILE}"
+    for build in builds:
+        assert (REPO_ROOT / build.get("context", ".")).resolve() == REPO_ROOT
+    instructions = _dockerfile_instructions(REPO_ROOT / AIRFLOW_DOCKERFILE)
+    copied: list[str] = []
+    for keyword, args in instructions:
+        words = [w for w in args.split() if not w.startswith("--")]
+        if keyword == "COPY" and "requirements.txt" in words[:-1]:
+            dest = words[-1]
+            copied.append(
+                dest if dest.endswith("requirements.txt") else f"{dest.rstrip('/')}/requirements.txt"
+            )
+    assert copied, "the Dockerfile does not COPY requirements.txt from the repository root"
+    installs = [
+        args
+        for keyword, args in instructions
+        if keyword == "RUN" and "pip install" in args and any(f"-r {dest}" in args for dest in copied)
+    ]
+    assert installs, "the Dockerfile does not `pip install -r` the copied requirements.txt"
+    assert any(
+        keyword == "RUN" and "--no-deps" in args and "/opt/shopstream" in args
+        for keyword, args in instructions
+    )
+
+
+def test_one_shot_jobs_create_topics_and_buckets(raw):
+    """kafka-init creates every topic the settings name; minio-init the lake and MLflow buckets."""
+    from shopstream.settings import KafkaSettings
+
+    svcs = raw["services"]
+    topics = [f"SHOPSTREAM_KAFKA__{f.upper()}" for f in KafkaSettings.model_fields if f.endswith("_topic")]
+    assert "SHOPSTREAM_KAFKA__RAW_TOPIC" in topics and "SHOPSTREAM_KAFKA__INVALID_TOPIC" in topics
+    script = "\n".join(svcs["kafka-init"]["command"])
+    for var in topics:
+        assert f"$${{{var}}}" in script and var in _environment(svcs["kafka-init"]), f"kafka-init: {var}"
+    script = "\n".join(svcs["minio-init"]["command"])
+    for var in ("SHOPSTREAM_S3__LAKE_BUCKET", "SHOPSTREAM_S3__MLFLOW_BUCKET"):
+        assert f"$${{{var}}}" in script and var in _environment(svcs["minio-init"]), f"minio-init: {var}"
+    assert svcs["producer"].get("profiles") == ["demo"]
+
+
+def test_settings_render_the_container_view(services, monkeypatch, tmp_path):
+    """The airflow-scheduler environment loads and renders Airflow config pointing at service names."""
+    from shopstream.settings import load_settings
+
+    for key in [k for k in os.environ if k.startswith("SHOPSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no .env: only the container environment
+    for key, value in _environment(services["airflow-scheduler"]).items():
+        monkeypatch.setenv(key, value or "")
+    env = load_settings().airflow_env()
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert "@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/shopstream/dags"
+    assert env["AIRFLOW_HOME"] == "/opt/airflow"
+    assert '"spark://spark-master:7077"' in env["AIRFLOW_CONN_SHOPSTREAM_SPARK"]
