@@ -60,7 +60,7 @@ create table if not exists ops.landing_intents (
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the ops tables if missing (idempotent)."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext('shopstream.ops.ddl'))")
+        conn.execute("select pg_advisory_xact_lock(hashtext('shopstream.warehouse.ddl'))")
         conn.execute(DDL)
 
 
