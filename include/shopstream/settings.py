@@ -150,6 +150,75 @@ class SparkSettings(BaseModel):
     master: str = Field("local[*]", description="Spark master URL (local[*] or spark://host:7077)")
     jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
     driver_memory: str = Field("2g", description="spark.driver.memory")
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (small data, few cores)")
+
+
+class PipelineSettings(BaseModel):
+    """The batch pipeline's rules."""
+
+    lateness_bound_s: int = Field(
+        3 * 3600, ge=0,
+        description="events arriving this many seconds or more after their event time are set aside in silver",
+    )
+    schedule: str = Field("@hourly", description="schedule of the data DAG (it also runs when new data lands)")
+
+
+class SupersetSettings(BaseModel):
+    """Superset: web server address, admin login, and the warehouse connection its dashboards use."""
+
+    enabled: bool = Field(True, description="embedded stack: start Superset and import the dashboards")
+    host: str = Field("127.0.0.1", description="Superset web server host")
+    port: int = Field(18088, ge=1, le=65535, description="Superset web server port")
+    admin_user: str = Field("admin", description="Superset admin login")
+    admin_password: SecretStr = Field(SecretStr("admin"), description="Superset admin password")
+    admin_email: str = Field("admin@example.com", description="e-mail of the Superset admin user")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Flask SECRET_KEY; generated once into <state_dir>/superset/secret_key when empty"
+    )
+    venv: str = Field("", description="embedded stack: Superset's own virtualenv; <repo>/.venv-superset when empty")
+    threads: int = Field(4, ge=1, description="embedded stack: gunicorn threads of the single Superset worker")
+    database_name: str = Field("shopstream warehouse", description="name of the warehouse connection in Superset")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class TrainingSettings(BaseModel):
+    """Training of the purchase-intent model: schedule, data window and split, tuning budget, gate."""
+
+    schedule: str = Field("0 2 * * *", description="cron (UTC) of the nightly training and degradation check")
+    window_days: int = Field(30, ge=1, description="days of ml.cart_features, back from the newest row, to train on")
+    valid_share: float = Field(0.15, gt=0, lt=0.5, description="share of the window (by time) for validation")
+    test_share: float = Field(0.15, gt=0, lt=0.5, description="share of the window (most recent) held out for the test")
+    min_rows: int = Field(1000, ge=10, description="data check: fewest rows the window must hold")
+    min_class_rows: int = Field(20, ge=1, description="data check: fewest positives and negatives in each split")
+    trials: int = Field(16, ge=1, description="Ray Tune trials per training run (the DAG form can override)")
+    search_space: str = Field("", description="search space YAML; include/shopstream/training/search_space.yaml when empty")
+    gate_config: str = Field("", description="gate thresholds YAML; include/shopstream/training/gate.yaml when empty")
+    degradation_share: float = Field(
+        0.10, gt=0, lt=1,
+        description="retrain when the champion's PR-AUC on the newest data is this share below its registered value",
+    )
+    degradation_days: float = Field(3.0, gt=0, description="days of the newest labelled rows the degradation check scores")
+    refresh_hours: float = Field(
+        20.0, ge=0, description="a run retrains when the champion is older than this (else only if degraded or forced)"
+    )
+    seed: int = Field(42, description="seed of the search and the models")
+    tune_timeout_s: int = Field(3600, ge=60, description="longest a tuning run (local or Ray job) may take")
+
+
+class RaySettings(BaseModel):
+    """Ray for the Tune trials: a local Ray inside the task, or a cluster's Jobs API when an address is set."""
+
+    address: str = Field(
+        "", description="Ray Jobs API (dashboard) URL, e.g. http://ray-head:8265; empty = local Ray in the task"
+    )
+    auth_token: SecretStr = Field(SecretStr(""), description="token of a cluster with RAY_AUTH_MODE=token (Bearer header)")
+    num_cpus: int = Field(2, ge=1, description="local Ray: CPUs it may use")
+    cpus_per_trial: int = Field(1, ge=1, description="CPUs (and XGBoost threads) per trial")
+    temp_dir: str = Field("", description="local Ray: temp dir; /tmp/ray-<hash of state dir> when empty (short socket paths)")
+    poll_interval_s: float = Field(15.0, gt=0, description="cluster: seconds between Ray job status polls (in the triggerer)")
 
 
 class Settings(BaseSettings):
@@ -170,6 +239,10 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
     spark: SparkSettings = SparkSettings()
+    training: TrainingSettings = TrainingSettings()
+    ray: RaySettings = RaySettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    superset: SupersetSettings = SupersetSettings()
 
     # ----------------------------------------------------------------- derived paths
     @property
@@ -284,15 +357,27 @@ class Settings(BaseSettings):
                 out[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = str(value)
         return out
 
+    def spark_env(self) -> dict[str, str]:
+        """SPARK_HOME (pip's pyspark) and the Python of this environment for spark-submit and workers."""
+        import importlib.util
+        import sys
+
+        env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        spec = importlib.util.find_spec("pyspark")
+        if spec and spec.origin and not os.environ.get("SPARK_HOME"):
+            env["SPARK_HOME"] = str(Path(spec.origin).parent)
+        return env
+
     def service_env(self) -> dict[str, str]:
         """Full environment for a child process of the stack (settings + rendered tool config)."""
         env = dict(os.environ)
         env.update(self.export_env())
         env.update(self.airflow_env())
+        env.update(self.spark_env())
         return env
 
 
-SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark")
+SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark", "pipeline", "superset", "training", "ray")
 
 
 def setting_fields() -> list[tuple[str, Any, str]]:

@@ -80,11 +80,12 @@ create table if not exists silver.late_events (   -- set aside: later than the l
     bound_s          bigint not null,
     set_aside_at     timestamptz not null default now()
 );
-create table if not exists silver.rejected (      -- rows bronze accepted that silver cannot use
+create table if not exists silver.rejected (      -- events bronze accepted that silver cannot use
     src_topic        text not null,
     src_partition    int not null,
     src_offset       bigint not null,
-    event_key        text not null,
+    event_key        text not null unique,
+    user_session     text not null,
     event_hour       timestamptz,
     reason           text not null,
     detail           text not null,
@@ -143,7 +144,8 @@ create table if not exists gold.dim_product (
     category_id   bigint not null,
     brand_key     int not null,
     first_seen    timestamptz not null,
-    last_price    numeric(12, 2) not null
+    last_seen     timestamptz not null,
+    last_price    numeric(12, 2) not null      -- price at last_seen
 );
 create table if not exists gold.dim_user (
     user_id       bigint primary key,

@@ -1,0 +1,84 @@
+"""SparkSession and JDBC access configured from settings (master, driver jar, UTC everywhere)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shopstream.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def spark_session(settings: Settings, app_name: str) -> SparkSession:
+    """A session on ``settings.spark.master`` with the PostgreSQL JDBC driver and Arrow enabled."""
+    from pyspark.sql import SparkSession
+
+    jar = Path(settings.spark.jdbc_jar)
+    if not jar.exists():
+        raise FileNotFoundError(
+            f"PostgreSQL JDBC driver {jar} not found: install Debian's libpostgresql-jdbc-java "
+            f"(`make install` does as root) or set SHOPSTREAM_SPARK__JDBC_JAR."
+        )
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(settings.spark.master)
+        .appName(app_name)
+        .config("spark.jars", str(jar))
+        .config("spark.driver.extraClassPath", str(jar))
+        .config("spark.driver.memory", settings.spark.driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .getOrCreate()
+    )
+
+
+SPARK_DIR = Path(__file__).resolve().parents[2] / "spark"
+
+
+def submit_conf(settings: Settings) -> dict[str, str]:
+    """spark-submit ``--conf`` values every job needs (the driver jar must be on the driver's class path)."""
+    jar = settings.spark.jdbc_jar
+    return {
+        "spark.jars": jar,
+        "spark.driver.extraClassPath": jar,
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+    }
+
+
+def submit_argv(settings: Settings, job: str, *args: str) -> list[str]:
+    """The spark-submit command line for ``spark/<job>.py`` (as the Airflow task and the docs run it)."""
+    argv = ["spark-submit", "--master", settings.spark.master]
+    for k, v in submit_conf(settings).items():
+        argv += ["--conf", f"{k}={v}"]
+    return [*argv, str(SPARK_DIR / f"{job}.py"), *args]
+
+
+def jdbc_url(settings: Settings) -> str:
+    pg = settings.postgres
+    return f"jdbc:postgresql://{pg.host}:{pg.port}/{pg.warehouse_db}"
+
+
+def read_query(spark: SparkSession, settings: Settings, query: str, num_partitions: int = 1) -> DataFrame:
+    """Read the result of a SQL query over JDBC."""
+    pg = settings.postgres
+    return (
+        spark.read.format("jdbc")
+        .option("url", jdbc_url(settings))
+        .option("driver", "org.postgresql.Driver")
+        .option("user", pg.user)
+        .option("password", pg.password.get_secret_value())
+        .option("query", query)
+        .option("fetchsize", "20000")
+        .option("sessionInitStatement", "set time zone 'UTC'")
+        .load()
+    )

@@ -1,0 +1,234 @@
+"""Gold: the star schema and the ML feature table, rebuilt for what a silver run changed (Spark).
+
+Unit of work: the users with events in the hours the silver run reconciled (their facts, sessions,
+dimension rows and cart-add features depend on their whole history) and the dates of those hours (daily
+sales). Spark computes everything; the write is one transaction: COPY into temp staging tables, upsert
+the dimensions (new brands get new keys), delete-then-insert the facts and features by user and date.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from shopstream.features import FEATURE_COLUMNS, ID_COLUMNS, LABEL, user_feature_rows
+from shopstream.settings import Settings
+from shopstream.spark_session import read_query
+from shopstream.warehouse.copy import copy_arrow
+from shopstream.warehouse.ddl import ensure_schemas
+from shopstream.warehouse.silver import hours_literal
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+FEATURE_TABLE_COLUMNS = [*ID_COLUMNS, *FEATURE_COLUMNS, LABEL]
+
+STAGING = """
+create temp table stage_events (event_key text, date_key int, event_time timestamptz, event_type text,
+    user_id bigint, product_id bigint, category_id bigint, brand text, user_session text, price numeric(12,2))
+    on commit drop;
+create temp table stage_daily (date_key int, category_id bigint, brand text, views bigint, carts bigint,
+    purchases bigint, revenue numeric(14,2), buyers bigint) on commit drop;
+create temp table stage_categories (category_id bigint, category_code text, category_l1 text, category_l2 text,
+    category_l3 text) on commit drop;
+create temp table stage_products (product_id bigint, category_id bigint, brand text, first_seen timestamptz,
+    last_seen timestamptz, last_price numeric(12,2)) on commit drop;
+create temp table stage_users (user_id bigint, first_seen timestamptz, last_seen timestamptz, n_sessions int,
+    n_purchases int, revenue numeric(14,2)) on commit drop;
+create temp table stage_dates (date date) on commit drop;
+"""
+
+UPSERTS = """
+insert into gold.dim_date (date_key, date, year, quarter, month, day, iso_weekday, is_weekend)
+select to_char(date, 'YYYYMMDD')::int, date, extract(year from date), extract(quarter from date),
+       extract(month from date), extract(day from date), extract(isodow from date), extract(isodow from date) >= 6
+from (select distinct date from stage_dates) d
+on conflict (date_key) do nothing;
+
+insert into gold.dim_category (category_id, category_code, category_l1, category_l2, category_l3)
+select distinct on (category_id) category_id, category_code, category_l1, category_l2, category_l3
+from stage_categories order by category_id, category_code nulls last
+on conflict (category_id) do update set category_code = coalesce(excluded.category_code, gold.dim_category.category_code),
+    category_l1 = coalesce(excluded.category_l1, gold.dim_category.category_l1),
+    category_l2 = coalesce(excluded.category_l2, gold.dim_category.category_l2),
+    category_l3 = coalesce(excluded.category_l3, gold.dim_category.category_l3);
+
+insert into gold.dim_brand (brand_key, brand) values (0, '(unknown)') on conflict do nothing;
+insert into gold.dim_brand (brand_key, brand)
+select (select coalesce(max(brand_key), 0) from gold.dim_brand) + row_number() over (order by brand), brand
+from (select distinct brand from stage_products where brand is not null
+      except select brand from gold.dim_brand) b;
+
+insert into gold.dim_product (product_id, category_id, brand_key, first_seen, last_seen, last_price)
+select p.product_id, p.category_id, coalesce(b.brand_key, 0), p.first_seen, p.last_seen, p.last_price
+from stage_products p left join gold.dim_brand b on b.brand = p.brand
+on conflict (product_id) do update set
+    first_seen = least(gold.dim_product.first_seen, excluded.first_seen),
+    category_id = case when excluded.last_seen >= gold.dim_product.last_seen then excluded.category_id
+                       else gold.dim_product.category_id end,
+    brand_key = case when excluded.last_seen >= gold.dim_product.last_seen then excluded.brand_key
+                     else gold.dim_product.brand_key end,
+    last_price = case when excluded.last_seen >= gold.dim_product.last_seen then excluded.last_price
+                      else gold.dim_product.last_price end,
+    last_seen = greatest(gold.dim_product.last_seen, excluded.last_seen);
+
+insert into gold.dim_user (user_id, first_seen, last_seen, n_sessions, n_purchases, revenue)
+select user_id, first_seen, last_seen, n_sessions, n_purchases, revenue from stage_users
+on conflict (user_id) do update set first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+    n_sessions = excluded.n_sessions, n_purchases = excluded.n_purchases, revenue = excluded.revenue;
+"""
+
+REPLACE_FACTS = """
+delete from gold.fact_events where user_id in (select user_id from stage_users);
+insert into gold.fact_events (event_key, date_key, event_time, event_type, user_id, product_id, category_id,
+    brand_key, user_session, price)
+select e.event_key, e.date_key, e.event_time, e.event_type, e.user_id, e.product_id, e.category_id,
+       coalesce(b.brand_key, 0), e.user_session, e.price
+from stage_events e left join gold.dim_brand b on b.brand = e.brand;
+
+delete from gold.fact_sessions where user_id in (select user_id from stage_users);
+insert into gold.fact_sessions (user_session, user_id, date_key, session_start, duration_s, n_views, n_carts,
+    n_purchases, revenue, converted)
+select user_session, user_id, to_char(session_start at time zone 'UTC', 'YYYYMMDD')::int, session_start,
+       duration_s, n_views, n_carts, n_purchases, revenue, n_purchases > 0
+from silver.sessions where user_id in (select user_id from stage_users);
+
+delete from gold.fact_daily_sales where date_key in (select distinct date_key from stage_daily);
+insert into gold.fact_daily_sales (date_key, category_id, brand_key, views, carts, purchases, revenue, buyers)
+select d.date_key, d.category_id, coalesce(b.brand_key, 0), sum(d.views), sum(d.carts), sum(d.purchases),
+       sum(d.revenue), sum(d.buyers)
+from stage_daily d left join gold.dim_brand b on b.brand = d.brand
+group by 1, 2, 3;
+
+delete from ml.cart_features where user_id in (select user_id from stage_users);
+"""
+
+
+@dataclass
+class GoldResult:
+    users: int
+    dates: int
+    fact_events: int
+    features: int
+    positive_rate: float
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"gold: {self.users:,} users and {self.dates} dates rebuilt: {self.fact_events:,} fact events, "
+            f"{self.features:,} cart-add feature rows (positive rate {self.positive_rate:.1%}) in {self.seconds:.1f}s"
+        )
+
+
+def _features(events: DataFrame) -> DataFrame:
+    """Cart-add features per user through the shared definition in :mod:`shopstream.features`."""
+    from pyspark.sql import types as T
+
+    schema = T.StructType([
+        T.StructField("event_key", T.StringType()),
+        T.StructField("event_time", T.TimestampType()),
+        T.StructField("user_id", T.LongType()),
+        T.StructField("user_session", T.StringType()),
+        T.StructField("product_id", T.LongType()),
+        T.StructField("category_l1", T.StringType()),
+        T.StructField("category_l2", T.StringType()),
+        T.StructField("brand", T.StringType()),
+        T.StructField("price", T.DoubleType()),
+        *[T.StructField(c, T.IntegerType()) for c in (
+            "hour", "weekday", "session_events_before", "session_views_before", "session_carts_before",
+            "session_distinct_products")],
+        T.StructField("session_duration_s", T.DoubleType()),
+        *[T.StructField(c, T.IntegerType()) for c in (
+            "product_views_in_session", "user_prior_sessions", "user_prior_carts", "user_prior_purchases")],
+        T.StructField("label", T.BooleanType()),
+    ])
+    cols = ["event_key", "event_time", "event_type", "product_id", "category_code", "brand", "price", "user_id",
+            "user_session"]
+
+    def per_partition(rows):
+        import itertools
+        from datetime import UTC
+
+        for _, group in itertools.groupby(rows, key=lambda r: r["user_id"]):
+            events = []
+            for r in group:
+                d = r.asDict()
+                d["event_time"] = d["event_time"].replace(tzinfo=UTC) if d["event_time"].tzinfo is None \
+                    else d["event_time"]
+                d["price"] = float(d["price"])
+                events.append(d)
+            for f in user_feature_rows(events):
+                f["event_time"] = f["event_time"].replace(tzinfo=None)
+                yield tuple(f[c.name] for c in schema.fields)
+
+    ordered = events.select(*cols).repartition("user_id").sortWithinPartitions("user_id", "event_time", "event_key")
+    return events.sparkSession.createDataFrame(ordered.rdd.mapPartitions(per_partition), schema)
+
+
+def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
+    """Rebuild gold for the users and dates the silver run ``run_id`` touched; one transaction."""
+    from pyspark.sql import functions as F
+
+    t0 = time.monotonic()
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
+        ensure_schemas(conn, only=("silver", "gold", "ml"))
+        hours = [r[0].isoformat() for r in conn.execute(
+            "select event_hour from silver.reconciliation where run_id = %s order by 1", (run_id,))]
+    if not hours:
+        return GoldResult(0, 0, 0, 0, 0.0, time.monotonic() - t0)
+    in_hours = (f"event_time >= '{hours[0]}'::timestamptz and event_time < '{hours[-1]}'::timestamptz "
+                f"+ interval '1 hour' and event_hour = any({hours_literal(hours)})")
+    events = read_query(spark, settings, (
+        "select * from silver.events where user_id in "
+        f"(select distinct user_id from silver.events where {in_hours})"
+    )).cache()
+    day_events = read_query(spark, settings, (
+        "select event_date, category_id, brand, event_type, price, user_id from silver.events where event_date in "
+        f"(select distinct (h at time zone 'UTC')::date from unnest({hours_literal(hours)}) h)"
+    ))
+    is_type = lambda t: F.when(F.col("event_type") == t, 1).otherwise(0)  # noqa: E731
+    date_key = F.date_format("event_date", "yyyyMMdd").cast("int")
+    staged = {
+        "stage_events": events.select(
+            "event_key", F.date_format("event_time", "yyyyMMdd").cast("int").alias("date_key"), "event_time",
+            "event_type", "user_id", "product_id", "category_id", "brand", "user_session", "price"),
+        "stage_daily": day_events.groupBy(date_key.alias("date_key"), "category_id", "brand").agg(
+            F.sum(is_type("view")).alias("views"), F.sum(is_type("cart")).alias("carts"),
+            F.sum(is_type("purchase")).alias("purchases"),
+            F.coalesce(F.sum(F.when(F.col("event_type") == "purchase", F.col("price"))), F.lit(0))
+            .cast("decimal(14,2)").alias("revenue"),
+            F.countDistinct(F.when(F.col("event_type") == "purchase", F.col("user_id"))).alias("buyers")),
+        "stage_categories": events.select("category_id", "category_code", "category_l1", "category_l2",
+                                          "category_l3").distinct(),
+        "stage_products": events.groupBy("product_id").agg(
+            F.max_by("category_id", "event_time").alias("category_id"),
+            F.max_by("brand", "event_time").alias("brand"),
+            F.min("event_time").alias("first_seen"), F.max("event_time").alias("last_seen"),
+            F.max_by("price", "event_time").alias("last_price")),
+        "stage_users": events.groupBy("user_id").agg(
+            F.min("event_time").alias("first_seen"), F.max("event_time").alias("last_seen"),
+            F.countDistinct("user_session").cast("int").alias("n_sessions"),
+            F.sum(is_type("purchase")).cast("int").alias("n_purchases"),
+            F.coalesce(F.sum(F.when(F.col("event_type") == "purchase", F.col("price"))), F.lit(0))
+            .cast("decimal(14,2)").alias("revenue")),
+        "stage_dates": events.select(F.to_date("event_time").alias("date"))
+        .union(day_events.select(F.col("event_date").alias("date"))).distinct(),
+    }
+    arrow = {name: df.toArrow() for name, df in staged.items()}
+    features = _features(events).toArrow()
+    events.unpersist()
+
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn, conn.transaction():
+        conn.execute(STAGING)
+        for name, table in arrow.items():
+            copy_arrow(conn, f"pg_temp.{name}", table)
+        conn.execute(UPSERTS)
+        conn.execute(REPLACE_FACTS)
+        copy_arrow(conn, "ml.cart_features", features, FEATURE_TABLE_COLUMNS)
+    labels = features.column("label").to_pylist()
+    rate = sum(labels) / len(labels) if labels else 0.0
+    return GoldResult(arrow["stage_users"].num_rows, len({h[:10] for h in hours}), arrow["stage_events"].num_rows,
+                      features.num_rows, rate, time.monotonic() - t0)
