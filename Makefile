@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 NODE_DIR := $(VENV)/node
 STAMP := $(VENV)/.installed
+SUPERSET_VENV ?= .venv-superset
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test test-unit lint up down status clean-state lock
+.PHONY: install system-deps demo test test-unit lint up down status clean-state lock bench
 
 install: $(STAMP)
 
@@ -17,7 +18,8 @@ install: $(STAMP)
 SYSTEM_PKGS := postgresql-15:/usr/lib/postgresql/15/bin/postgres \
                libpostgresql-jdbc-java:/usr/share/java/postgresql.jar \
                openjdk-17-jre-headless:/usr/bin/java \
-               nodejs:/usr/bin/node npm:/usr/bin/npm
+               nodejs:/usr/bin/node npm:/usr/bin/npm \
+               chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PKGS); do pkg=$${pair%%:*}; path=$${pair#*:}; \
 	  [ -e "$$path" ] || missing="$$missing $$pkg"; done; \
@@ -27,7 +29,7 @@ system-deps:
 	  else echo "Missing system packages:$$missing (install them with apt-get as root)"; exit 1; fi; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml include/shopstream/stack/node/package-lock.json
+$(STAMP): requirements.txt requirements-superset.txt pyproject.toml include/shopstream/stack/node/package-lock.json
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
@@ -35,6 +37,8 @@ $(STAMP): requirements.txt pyproject.toml include/shopstream/stack/node/package-
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@mkdir -p $(NODE_DIR) && cp include/shopstream/stack/node/package*.json $(NODE_DIR)/
 	@cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@test -x $(SUPERSET_VENV)/bin/python || $(BIN)/uv venv -q --seed -p 3.11 $(SUPERSET_VENV)
+	$(BIN)/uv pip install -q --python $(SUPERSET_VENV)/bin/python -r requirements-superset.txt
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"
 
@@ -58,6 +62,11 @@ down:
 	$(BIN)/shopstream down
 status:
 	$(BIN)/shopstream status
+
+## Benchmarks against the embedded stack; results in docs/benchmarks.md.
+bench: install
+	$(BIN)/shopstream up
+	$(BIN)/python bench/landing.py
 
 ## Re-resolve requirements.txt from requirements.in (needs the network to PyPI).
 lock: install

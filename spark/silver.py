@@ -23,7 +23,7 @@ def main() -> None:
     settings = get_settings()
     spark = spark_session(settings, "shopstream-silver")
     try:
-        result = silver.build(spark, settings, args.run_id, args.start, args.end)
+        result = silver.build(spark, settings, args.run_id, args.start or None, args.end or None)
     finally:
         spark.stop()
     print(result.summary())

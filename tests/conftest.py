@@ -1,10 +1,68 @@
-"""Shared pytest setup: the library is importable from include/ (also when not installed)."""
+"""Shared pytest fixtures: the real embedded stack (the library is installed editable by `make install`).
+
+The session fixtures start the real services (PostgreSQL, S3 endpoint, broker, MLflow, Airflow, ...) on
+free ports under a temp dir, once per session, and stop them by PID at the end.
+"""
 
 from __future__ import annotations
 
-import sys
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT / "include") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "include"))
+import pytest
+
+from shopstream.settings import Settings, get_settings, load_settings
+from shopstream.stack.base import free_port
+from shopstream.stack.supervisor import Stack
+
+
+def _test_env(state_dir: Path) -> dict[str, str]:
+    return {
+        "SHOPSTREAM_STATE_DIR": str(state_dir),
+        "SHOPSTREAM_POSTGRES__PORT": str(free_port()),
+        "SHOPSTREAM_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "SHOPSTREAM_MLFLOW__PORT": str(free_port()),
+        "SHOPSTREAM_AIRFLOW__PORT": str(free_port()),
+        "SHOPSTREAM_AIRFLOW__WORKER_LOG_PORT": str(free_port()),
+        "SHOPSTREAM_AIRFLOW__TRIGGER_LOG_PORT": str(free_port()),
+        "SHOPSTREAM_AIRFLOW__ADMIN_PASSWORD": "test-admin-pw",
+        "SHOPSTREAM_SUPERSET__PORT": str(free_port()),
+        "SHOPSTREAM_SUPERSET__ADMIN_PASSWORD": "test-superset-pw",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings of a private stack: a temp state dir (world-traversable for the postgres user), free ports."""
+    state_dir = Path(tempfile.mkdtemp(prefix="shopstream-test-"))
+    state_dir.chmod(0o755)
+    env = _test_env(state_dir)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield load_settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+        if os.environ.get("SHOPSTREAM_KEEP_TEST_STATE") != "1":
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[Stack]:
+    """The whole embedded stack, started once per session and stopped by PID at the end."""
+    st = Stack(stack_settings)
+    try:
+        st.up()
+        yield st
+    finally:
+        st.down()

@@ -69,10 +69,38 @@ def status() -> None:
     """Health, address, PIDs and memory of each service."""
     from shopstream.stack.supervisor import Stack
 
-    stack = Stack(_settings())
+    s = _settings()
+    stack = Stack(s)
     rows = _print_status(stack)
+    states = {r.name: r.state for r in rows}
+    if states.get("postgres") == "healthy" and states.get("broker") == "healthy":
+        _print_stream_metrics(s)
     if any(r.state != "healthy" for r in rows):
         raise typer.Exit(1)
+
+
+def _print_stream_metrics(s: Settings) -> None:
+    """Consumer lag of the landing group, events landed and rejected by reason."""
+    import psycopg
+
+    from shopstream.landing import manifest
+    from shopstream.landing.service import lag
+
+    try:
+        lags = lag(s)
+    except Exception as e:  # noqa: BLE001 - metrics are informative only
+        lags = {}
+        console.print(f"[yellow]consumer lag unavailable: {e}[/yellow]")
+    with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn:
+        manifest.ensure_schema(conn)
+        totals = manifest.totals(conn)
+    reasons = ", ".join(f"{k}={v:,}" for k, v in totals["rejected"].items()) or "none"
+    console.print(
+        f"stream: lag of group {s.kafka.landing_group} on {s.kafka.raw_topic}: "
+        f"{sum(lags.values()):,} ({', '.join(f'p{p}={n:,}' for p, n in sorted(lags.items())) or 'no partitions'}); "
+        f"landed {totals['events']:,} events in {totals['event_objects']:,} objects; "
+        f"rejected {sum(totals['rejected'].values()):,} ({reasons})"
+    )
 
 
 def _print_status(stack) -> list:
@@ -101,6 +129,9 @@ def _print_logins(s: Settings) -> None:
         f"Kafka       {s.kafka.bootstrap_servers}\n"
         f"Warehouse   postgresql://{s.postgres.user}@{s.postgres.host}:{s.postgres.port}/{s.postgres.warehouse_db}"
     )
+    from shopstream.dashboards import summary_lines
+
+    console.print("\n".join(summary_lines(s)), highlight=False, markup=False)
 
 
 @app.command()
@@ -296,8 +327,11 @@ def _wait_with_progress(client, dag_id: str, run_id: str, timeout: float):
 
 
 @app.command()
-def demo() -> None:
-    """Start the stack, run the pipeline end to end through Airflow, print a summary."""
+def demo(
+    events: Annotated[int, typer.Option(help="Generated events to produce.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+) -> None:
+    """Start the stack, produce events, run the pipeline end to end through Airflow, print a summary."""
     from shopstream.airflow_api import AirflowClient
     from shopstream.stack.base import StackError
     from shopstream.stack.supervisor import Stack
@@ -311,17 +345,96 @@ def demo() -> None:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None
     client = AirflowClient(s)
-    client.wait_for_dag("shopstream_smoke")
-    client.unpause("shopstream_smoke")
-    run_id = client.trigger("shopstream_smoke")
-    result = _wait_with_progress(client, "shopstream_smoke", run_id, 600)
+    results = [_run_dag(client, "shopstream_smoke", 600)]
+    console.rule(f"producing {events:,} generated events")
+    produce(events=events, seed=seed, days=7.0, file=None, rate=None, topic=None, truth_out=None)
+    results.append(_run_dag(client, "shopstream_data", 3600))
     console.rule("summary")
-    console.print(f"pipeline: shopstream_smoke {result.state} in {time.monotonic() - t0:.0f}s  ({result.url})")
+    _print_pipeline_summary(s, results)
+    console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
     _print_logins(s)
     console.print("Stop with `shopstream down` (data stays in "
-                  f"{s.state_dir}); `shopstream status` shows health and memory.")
-    if result.state != "success":
+                  f"{s.state_dir}); `shopstream status` shows health, memory and consumer lag.")
+    if any(r.state != "success" for r in results):
         raise typer.Exit(1)
+
+
+def _run_dag(client, dag_id: str, timeout: float):
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    return _wait_with_progress(client, dag_id, client.trigger(dag_id), timeout)
+
+
+def _print_pipeline_summary(s: Settings, results) -> None:
+    import psycopg
+
+    from shopstream.pipeline import layer_counts
+
+    for r in results:
+        colour = "green" if r.state == "success" else "red"
+        console.print(f"[{colour}]{r.dag_id}: {r.state}[/]  {r.url}")
+    counts = layer_counts(s)
+    table = Table(title="warehouse")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        try:
+            dq = conn.execute(
+                "select distinct on (suite) suite, success, evaluated, failed, report_url from dq.runs "
+                "order by suite, finished_at desc").fetchall()
+        except psycopg.errors.UndefinedTable:
+            dq = []
+    for suite, ok, evaluated, failed, url in dq:
+        colour = "green" if ok else "red"
+        console.print(f"data quality {suite}: [{colour}]{'passed' if ok else 'FAILED'}[/] "
+                      f"({evaluated - failed}/{evaluated} expectations)  {url or ''}")
+
+
+dashboards_app = typer.Typer(help="Superset dashboards kept as code (include/shopstream/dashboards/assets).",
+                             no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("import")
+def dashboards_import() -> None:
+    """Create or overwrite the dashboards, charts, datasets and warehouse connection in Superset (by UUID)."""
+    from shopstream.dashboards.importer import DashboardImportError, dashboard_url, import_dashboards
+
+    s = _settings()
+    try:
+        res = import_dashboards(s)
+    except DashboardImportError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"imported {len(res.dashboards)} dashboards, {res.charts} charts and {res.datasets} datasets "
+                  f"into {s.superset.base_url} in {res.seconds:.1f}s")
+    for d in res.dashboards:
+        console.print(f"  {d.title:<22} {dashboard_url(s, d.slug)}", highlight=False)
+
+
+@app.command()
+def gate(
+    version: Annotated[str | None, typer.Option(help="Model version to gate (default: the newest).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="Gate config YAML (default: SHOPSTREAM_TRAINING__GATE_CONFIG or the packaged gate.yaml).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print only: no alias move, no tags.")] = False,
+) -> None:
+    """Promotion gate of the purchase-intent model: exit 0 when the version passes (and is champion), 1 when not."""
+    from shopstream.training.gate import run_gate
+
+    s = _settings()
+    try:
+        decision = run_gate(s, version, str(config) if config else None, apply=not dry_run)
+    except Exception as e:  # noqa: BLE001 - exit 2 = could not decide (1 means: decided, failed)
+        console.print(f"[red]gate could not decide: {type(e).__name__}: {e}[/red]")
+        raise typer.Exit(2) from None
+    console.print(decision.report(), markup=False, highlight=False)
+    if dry_run:
+        console.print("(dry run: nothing changed)")
+    raise typer.Exit(0 if decision.passed else 1)
 
 
 def main() -> None:

@@ -161,6 +161,9 @@ class PipelineSettings(BaseModel):
         description="events arriving this many seconds or more after their event time are set aside in silver",
     )
     schedule: str = Field("@hourly", description="schedule of the data DAG (it also runs when new data lands)")
+    land_in_dag: bool = Field(
+        True, description="the data DAG drains the raw topic itself (false where a landing service runs)"
+    )
 
 
 class SupersetSettings(BaseModel):
@@ -374,6 +377,11 @@ class Settings(BaseSettings):
         env.update(self.export_env())
         env.update(self.airflow_env())
         env.update(self.spark_env())
+        import sys
+
+        venv_bin = str(Path(sys.executable).parent)
+        if not env.get("PATH", "").startswith(venv_bin):
+            env["PATH"] = f"{venv_bin}:{env.get('PATH', '')}"  # spark-submit, airflow, shopstream
         return env
 
 

@@ -67,7 +67,7 @@ def test_state_survives_down_and_up(stack, stack_settings):
     body = json.dumps({"marker": marker}).encode()
     lake.put_object(s.s3.lake_bucket, f"durability/{marker}.json", io.BytesIO(body), len(body))
 
-    topic, group = s.kafka.raw_topic, f"durability-{marker[:8]}"
+    topic, group = f"durability.{marker[:8]}", f"durability-{marker[:8]}"
     producer = Producer(s.kafka.client_config(**{"enable.idempotence": True}))
     for i in range(10):
         producer.produce(topic, key=marker.encode(), value=str(i).encode(), partition=0)

@@ -23,8 +23,9 @@ import numpy as np
 import orjson
 import psycopg
 import pyarrow as pa
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 
+from shopstream.events.producer import ReliableSender, make_producer
 from shopstream.events.validation import Rejection, validate_batch
 from shopstream.landing import manifest
 from shopstream.landing.writer import LakeObject, deadletter_objects, event_objects
@@ -44,6 +45,7 @@ class LandingConfig:
     assign_timeout_s: float = 60.0  # --until-idle: fail if no partition is assigned by then
     poll_batch: int = 10_000
     upload_threads: int = 8
+    notify: bool = True  # publish a landed notification per batch (the data DAG's asset watcher listens)
 
 
 @dataclass
@@ -104,12 +106,13 @@ class LandingService:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
                 "session.timeout.ms": 10000,
-                "fetch.max.bytes": 64 * 2**20,
-                "max.partition.fetch.bytes": 16 * 2**20,
+                # larger fetches overflow the embedded broker's response encoding (Tansu 0.6: SansIo Overflow)
+                "fetch.max.bytes": 8 * 2**20,
+                "max.partition.fetch.bytes": 2 * 2**20,
                 "queued.max.messages.kbytes": 256 * 1024,
             })
         )
-        self.producer = Producer(k.client_config(**{"enable.idempotence": True, "linger.ms": 20}))
+        self.producer = ReliableSender(lambda: make_producer(settings))
         self.stats = LandingStats()
         self._stopping = threading.Event()
         self._assigned: set[int] = set()
@@ -283,14 +286,9 @@ class LandingService:
             list(pool.map(put, objects))
 
     def _dead_letter(self, rejected: list[Rejection]) -> None:
+        """Produce every rejection to the dead-letter topic and wait for the broker's acks."""
         if not rejected:
             return
-        failures: list[str] = []
-
-        def on_delivery(err, _msg) -> None:
-            if err is not None:
-                failures.append(str(err))
-
         topic = self.settings.kafka.invalid_topic
         for r in rejected:
             value = orjson.dumps({
@@ -301,34 +299,22 @@ class LandingService:
                 "src_offset": r.offset,
                 "payload": r.payload.decode("utf-8", errors="replace") if r.payload is not None else None,
             })
-            while True:
-                try:
-                    self.producer.produce(
-                        topic, key=f"{r.topic}/{r.partition}/{r.offset}".encode(), value=value,
-                        headers=[("reason", r.reason_code.encode())], on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-        remaining = self.producer.flush(60)
-        if remaining or failures:
-            raise RuntimeError(
-                f"dead letters not delivered to {topic!r} ({remaining} pending, errors: {failures[:3]}); "
-                "the batch is not committed and will be landed again"
-            )
+            self.producer.produce(topic, f"{r.topic}/{r.partition}/{r.offset}".encode(), value,
+                                  headers=[("reason", r.reason_code.encode())])
+        self.producer.flush(60)  # raises if not delivered: the batch is then not committed
 
     def _notify(self, objects: list[LakeObject], n_valid: int) -> None:
         """Tell listeners (Airflow's asset watcher) that new partitions landed; best effort."""
         hours = sorted({o.hour.isoformat() for o in objects if o.kind == "events"})
-        if not hours:
+        if not hours or not self.config.notify:
             return
         try:
             self.producer.produce(
-                self.settings.kafka.landed_topic, key=self.group.encode(),
-                value=orjson.dumps({"events": n_valid, "objects": len(objects), "hours": hours}),
+                self.settings.kafka.landed_topic, self.group.encode(),
+                orjson.dumps({"events": n_valid, "objects": len(objects), "hours": hours}),
             )
-            self.producer.poll(0)
-        except (BufferError, KafkaException) as e:
+            self.producer.poll()
+        except KafkaException as e:
             log.warning("could not publish the landed notification: %s", e)
 
 

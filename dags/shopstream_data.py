@@ -1,0 +1,114 @@
+"""Data DAG: landed events -> bronze -> silver -> gold in PostgreSQL, with Great Expectations between layers.
+
+Runs hourly on data intervals and whenever the landing service reports new data (an asset watched on the
+landed-notification topic). A critical expectation failing stops the layers below it; the Data quality
+page of this UI lists every run's reports. Triggered by hand, the form can ask to rebuild an event-time
+range. Wiring only: the work lives in ``shopstream.pipeline`` and the Spark jobs in ``spark/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, TaskGroup, dag, task
+
+from shopstream.assets import GOLD_FEATURES, landed_asset
+from shopstream.settings import get_settings
+from shopstream.spark_session import SPARK_DIR, submit_conf
+
+settings = get_settings()
+DEFAULT_ARGS = {"owner": "shopstream", "retries": 2, "retry_delay": timedelta(seconds=30)}
+RANGE_ARGS = ["--start={{ params.reprocess_from or '' }}", "--end={{ params.reprocess_to or '' }}"]
+
+
+@dag(
+    dag_id="shopstream_data",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable(settings.pipeline.schedule, timezone="UTC"), assets=landed_asset()
+    ),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["shopstream", "data"],
+    doc_md=__doc__,
+    params={
+        "reprocess_from": Param(
+            None, type=["null", "string"], format="date-time", title="Rebuild from (event time)",
+            description="Also rebuild silver and gold for events at or after this time (UTC). Empty: only new data.",
+        ),
+        "reprocess_to": Param(
+            None, type=["null", "string"], format="date-time", title="Rebuild until (event time)",
+            description="End of the range to rebuild (exclusive). Empty: no upper bound.",
+        ),
+    },
+)
+def shopstream_data():
+    @task
+    def land() -> dict:
+        from shopstream.pipeline import land
+
+        return land(get_settings())
+
+    with TaskGroup("bronze") as bronze:
+        @task
+        def load(run_id: str | None = None, data_interval_end=None) -> dict:
+            from shopstream.pipeline import load_bronze
+
+            return load_bronze(get_settings(), run_id, data_interval_end)
+
+        @task
+        def check_bronze(run_id: str | None = None) -> dict:
+            from shopstream.pipeline import check
+
+            return check(get_settings(), "bronze", run_id)
+
+        load() >> check_bronze()
+
+    with TaskGroup("silver") as silver:
+        transform_silver = SparkSubmitOperator(
+            task_id="transform_silver",
+            conn_id="shopstream_spark",
+            application=str(SPARK_DIR / "silver.py"),
+            application_args=["--run-id", "{{ run_id }}", *RANGE_ARGS],
+            conf=submit_conf(settings),
+            name="shopstream-silver",
+        )
+
+        @task
+        def check_silver(run_id: str | None = None) -> dict:
+            from shopstream.pipeline import check
+
+            return check(get_settings(), "silver", run_id)
+
+        transform_silver >> check_silver()
+
+    with TaskGroup("gold") as gold:
+        transform_gold = SparkSubmitOperator(
+            task_id="transform_gold",
+            conn_id="shopstream_spark",
+            application=str(SPARK_DIR / "gold.py"),
+            application_args=["--run-id", "{{ run_id }}"],
+            conf=submit_conf(settings),
+            name="shopstream-gold",
+        )
+
+        @task(outlets=[GOLD_FEATURES])
+        def check_gold(run_id: str | None = None) -> dict:
+            from shopstream.pipeline import check
+
+            return check(get_settings(), "gold", run_id)
+
+        transform_gold >> check_gold()
+
+    @task
+    def summary(run_id: str | None = None) -> dict:
+        from shopstream.pipeline import summarize
+
+        return summarize(get_settings(), run_id)
+
+    land() >> bronze >> silver >> gold >> summary()
+
+
+shopstream_data()

@@ -1,0 +1,95 @@
+"""Task bodies of the data DAG: each is a plain function of settings and the run, re-runnable as is."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from shopstream.settings import Settings
+
+log = logging.getLogger("shopstream.pipeline")
+
+LAYER_TABLES = {
+    "bronze": ["bronze.events"],
+    "silver": ["silver.events", "silver.late_events", "silver.rejected", "silver.sessions"],
+    "gold": ["gold.fact_events", "gold.fact_sessions", "gold.fact_daily_sales", "gold.dim_user",
+             "gold.dim_product", "ml.cart_features"],
+}
+
+
+def land(settings: Settings) -> dict[str, Any]:
+    """Drain the raw topic into the lake (until idle) unless a landing service does it."""
+    from shopstream.landing.service import LandingConfig, LandingService
+
+    if not settings.pipeline.land_in_dag:
+        log.info("SHOPSTREAM_PIPELINE__LAND_IN_DAG is false: the landing service lands; nothing to do")
+        return {"skipped": True}
+    svc = LandingService(settings, LandingConfig(idle_timeout_s=5.0, notify=False))
+    try:
+        stats = svc.run(until_idle=True)
+    finally:
+        svc.close()
+    log.info(stats.summary(settings))
+    return {"messages": stats.messages, "valid": stats.valid, "rejected": stats.rejected,
+            "by_reason": dict(stats.by_reason), "objects": stats.objects}
+
+
+def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None = None) -> dict[str, Any]:
+    """Load the landed objects not yet in bronze (those landed before the interval's end)."""
+    from shopstream.warehouse import bronze
+
+    result = bronze.load(settings, run_id, landed_before)
+    log.info(result.summary())
+    return {"objects": result.objects, "rows": result.rows, "hours": len(result.hours)}
+
+
+def run_scope(layer: str, run_id: str) -> str | None:
+    """SQL predicate selecting the rows this run wrote in ``layer`` (None: check the whole tables)."""
+    rid = run_id.replace("'", "''")
+    if layer == "bronze":
+        return f"object_key in (select object_key from bronze.loads where run_id = '{rid}')"
+    if layer == "silver":
+        return f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+    return None
+
+
+def check(settings: Settings, layer: str, run_id: str) -> dict[str, Any]:
+    """Run the layer's expectation suite on this run's rows; fail with a readable summary if a critical one fails."""
+    from shopstream.quality import raise_for_failures, run_suite
+
+    result = run_suite(settings, layer, run_id, where=run_scope(layer, run_id))
+    raise_for_failures(result)
+    return {"suite": layer, "success": result.success, "report": result.report_url}
+
+
+def layer_counts(settings: Settings) -> dict[str, int]:
+    """Rows per table of every layer."""
+    with psycopg.connect(settings.postgres.dsn()) as conn:
+        out = {}
+        for tables in LAYER_TABLES.values():
+            for t in tables:
+                try:
+                    out[t] = conn.execute(f"select count(*) from {t}").fetchone()[0]
+                except psycopg.errors.UndefinedTable:
+                    conn.rollback()
+                    out[t] = 0
+        return out
+
+
+def summarize(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Counts per layer and this run's data quality results, logged as one readable block."""
+    counts = layer_counts(settings)
+    with psycopg.connect(settings.postgres.dsn()) as conn:
+        dq = conn.execute(
+            "select suite, success, evaluated, failed, report_url from dq.runs where run_id = %s order by suite",
+            (run_id,),
+        ).fetchall()
+    lines = [f"shopstream_data {run_id}"]
+    lines += [f"  {t:<24} {n:>12,}" for t, n in counts.items()]
+    lines += [f"  dq {s:<8} {'passed' if ok else 'FAILED'} ({ev - fl}/{ev} expectations) {url or ''}"
+              for s, ok, ev, fl, url in dq]
+    log.info("\n".join(lines))
+    return {"counts": counts, "dq": [{"suite": s, "success": ok} for s, ok, *_ in dq]}
