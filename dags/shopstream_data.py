@@ -53,10 +53,10 @@ def shopstream_data():
 
     with TaskGroup("bronze") as bronze:
         @task
-        def load(run_id: str | None = None, data_interval_end=None) -> dict:
+        def load(run_id: str | None = None, data_interval_end=None, params=None) -> dict:
             from shopstream.pipeline import load_bronze
 
-            return load_bronze(get_settings(), run_id, data_interval_end)
+            return load_bronze(get_settings(), run_id, data_interval_end, rebuild=bool(params["reprocess_from"]))
 
         @task
         def check_bronze(run_id: str | None = None) -> dict:

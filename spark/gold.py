@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from shopstream.settings import get_settings
-from shopstream.spark_session import spark_session
+from shopstream.spark_session import run_job
 from shopstream.warehouse import gold
 
 
@@ -18,16 +16,7 @@ def main() -> None:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--result", help="write the result as JSON to this file")
     args = parser.parse_args()
-    settings = get_settings()
-    spark = spark_session(settings, "shopstream-gold")
-    try:
-        result = gold.build(spark, settings, args.run_id)
-    finally:
-        spark.stop()
-    print(result.summary())
-    if args.result:
-        with open(args.result, "w") as f:
-            json.dump(result.__dict__, f)
+    run_job("shopstream-gold", lambda spark, settings: gold.build(spark, settings, args.run_id), args.result)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,21 @@ def land(settings: Settings) -> dict[str, Any]:
             "by_reason": dict(stats.by_reason), "objects": stats.objects}
 
 
-def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None = None) -> dict[str, Any]:
-    """Load the landed objects not yet in bronze (those landed before the interval's end)."""
+def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None = None,
+                rebuild: bool = False) -> dict[str, Any]:
+    """Load the landed objects not yet in bronze (those landed before the interval's end).
+
+    With nothing new to load (and no rebuild asked for) the run skips the layers below: no checks on
+    empty batches, and the gold asset is not updated, so training is not started for nothing.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from shopstream.warehouse import bronze
 
     result = bronze.load(settings, run_id, landed_before)
     log.info(result.summary())
+    if not result.hours and not rebuild:  # a retry of this run still sees the objects it loaded before
+        raise AirflowSkipException("no new landed objects: nothing to load, the layers below are skipped")
     return {"objects": result.objects, "rows": result.rows, "hours": len(result.hours)}
 
 
@@ -53,13 +62,19 @@ def run_scope(layer: str, run_id: str) -> str | None:
         return f"object_key in (select object_key from bronze.loads where run_id = '{rid}')"
     if layer == "silver":
         return f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+    if layer == "gold":
+        return (f"date_key in (select distinct to_char(event_hour at time zone 'UTC', 'YYYYMMDD')::int "
+                f"from silver.reconciliation where run_id = '{rid}')")
     return None
 
 
 def check(settings: Settings, layer: str, run_id: str) -> dict[str, Any]:
     """Run the layer's expectation suite on this run's rows; fail with a readable summary if a critical one fails."""
     from shopstream.quality import raise_for_failures, run_suite
+    from shopstream.warehouse.ddl import ensure_schemas
 
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
+        ensure_schemas(conn, only=("dq",))
     result = run_suite(settings, layer, run_id, where=run_scope(layer, run_id))
     raise_for_failures(result)
     return {"suite": layer, "success": result.success, "report": result.report_url}

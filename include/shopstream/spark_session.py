@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shopstream.settings import Settings
 
@@ -39,6 +40,25 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .getOrCreate()
     )
+
+
+def run_job(app_name: str, build: Callable[[SparkSession, Settings], Any], result_path: str | None = None) -> Any:
+    """Run one job body on a fresh session: print its summary, optionally write its result as JSON."""
+    import json
+
+    from shopstream.settings import get_settings
+
+    settings = get_settings()
+    spark = spark_session(settings, app_name)
+    try:
+        result = build(spark, settings)
+    finally:
+        spark.stop()
+    print(result.summary())
+    if result_path:
+        with open(result_path, "w") as f:
+            json.dump(result.__dict__, f)
+    return result
 
 
 SPARK_DIR = Path(__file__).resolve().parents[2] / "spark"

@@ -12,6 +12,7 @@ from shopstream.stack.broker import BrokerService
 from shopstream.stack.mlflow_server import MlflowService
 from shopstream.stack.postgres import PostgresService
 from shopstream.stack.s3 import S3Service
+from shopstream.stack.superset import SupersetService
 
 SERVICE_ORDER: tuple[type[Service], ...] = (
     PostgresService,
@@ -19,6 +20,7 @@ SERVICE_ORDER: tuple[type[Service], ...] = (
     BrokerService,
     MlflowService,
     AirflowService,
+    SupersetService,  # skipped when SHOPSTREAM_SUPERSET__ENABLED=false
 )
 
 
@@ -38,7 +40,10 @@ class Stack:
 
     def __init__(self, settings: Settings, only: list[str] | None = None) -> None:
         self.settings = settings
-        self.services = [cls(settings) for cls in SERVICE_ORDER]
+        self.services = [
+            cls(settings) for cls in SERVICE_ORDER
+            if getattr(cls, "is_enabled", lambda _s: True)(settings)
+        ]
         if only:
             unknown = set(only) - {s.name for s in self.services}
             if unknown:

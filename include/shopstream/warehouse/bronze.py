@@ -50,7 +50,7 @@ def load(settings: Settings, run_id: str, landed_before: datetime | None = None,
     bucket = settings.s3.lake_bucket
     rows = 0
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
-        ensure_schemas(conn, only=("bronze",))
+        ensure_schemas(conn)
         keys = pending_objects(conn, landed_before)
         for i in range(0, len(keys), OBJECTS_PER_TRANSACTION):
             chunk = keys[i:i + OBJECTS_PER_TRANSACTION]

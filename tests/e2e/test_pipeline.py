@@ -1,0 +1,173 @@
+"""The whole flow on a small data set: generator -> Kafka -> lake -> bronze -> silver -> gold, through Airflow.
+
+Gold (plus the late events silver set aside) reconciles exactly with the generator's truth; re-running the
+run changes nothing; a broken input fails the right check and stops the layers below it.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shopstream.airflow_api import AirflowClient
+from shopstream.events.generator import generate
+from shopstream.events.producer import produce
+from shopstream.landing import manifest
+from shopstream.landing.naming import EVENTS_PREFIX, object_key
+from shopstream.stack.s3 import minio_client
+
+pytestmark = pytest.mark.e2e
+
+# table -> columns that record when something ran (they differ between runs by design)
+CHECKSUMMED = {
+    "bronze.events": ["loaded_at"],
+    "silver.events": [],
+    "silver.late_events": ["set_aside_at"],
+    "silver.rejected": [],
+    "silver.sessions": [],
+    "silver.reconciliation": ["processed_at", "run_id"],
+    "gold.dim_date": [],
+    "gold.dim_category": [],
+    "gold.dim_brand": [],
+    "gold.dim_product": [],
+    "gold.dim_user": [],
+    "gold.fact_events": [],
+    "gold.fact_sessions": [],
+    "gold.fact_daily_sales": [],
+    "ml.cart_features": [],
+}
+
+
+def checksums(conn: psycopg.Connection) -> dict[str, str]:
+    out = {}
+    for table, skip in CHECKSUMMED.items():
+        schema, name = table.split(".")
+        cols = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
+            "order by ordinal_position", (schema, name)) if r[0] not in skip]
+        collist = ", ".join(cols)
+        out[table] = conn.execute(
+            f"select count(*) || ':' || coalesce(md5(string_agg(t::text, '|' order by t::text)), '') "
+            f"from (select {collist} from {table}) t").fetchone()[0]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_run(stack, stack_settings):
+    """30,000 generated events produced, then one run of the data DAG through the REST API."""
+    stream = generate(30_000, seed=21, days=3)
+    produce(stack_settings, stream.timed())
+    client = AirflowClient(stack_settings)
+    result = client.run_dag("shopstream_data", timeout=1800)
+    assert result.state == "success", result.tasks
+    return stream.truth, result, client
+
+
+def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
+    truth, _, _ = data_run
+    bound_h = stack_settings.pipeline.lateness_bound_s // 3600
+    with psycopg.connect(stack_settings.postgres.dsn()) as conn:
+        # unique valid events per type: gold facts + the late events silver set aside
+        by_type = dict(conn.execute(
+            "select event_type, count(*) from (select event_type from gold.fact_events "
+            "union all select event_type from silver.late_events) x group by 1").fetchall())
+        assert by_type == {k: v for k, v in truth.unique_events_by_type.items() if v}
+        # purchases and revenue per day
+        days = conn.execute(
+            "select d, sum(purchases)::int, sum(revenue) from ("
+            " select to_char(to_date(date_key::text, 'YYYYMMDD'), 'YYYY-MM-DD') as d, purchases, revenue"
+            " from gold.fact_daily_sales"
+            " union all select to_char(event_time at time zone 'UTC', 'YYYY-MM-DD'), 1, price"
+            " from silver.late_events where event_type = 'purchase') x group by 1 order by 1").fetchall()
+        assert {d: p for d, p, _ in days if p} == truth.purchases_by_day
+        assert {d: str(r) for d, p, r in days if p} == truth.revenue_by_day
+        # no duplicate event keys in silver; duplicates and late counts match what was injected
+        n, keys = conn.execute("select count(*), count(distinct event_key) from silver.events").fetchone()
+        assert n == keys
+        rec = conn.execute(
+            "select sum(bronze_rows), sum(silver_rows), sum(duplicates), sum(late_set_aside), sum(rejected), "
+            "count(*) filter (where bronze_rows <> silver_rows + duplicates + late_set_aside + rejected) "
+            "from silver.reconciliation").fetchone()
+        assert [int(x) for x in rec] == [truth.valid_messages, truth.unique_events - sum(
+            v for h, v in truth.late_histogram.items() if h >= bound_h), truth.duplicates,
+            sum(v for h, v in truth.late_histogram.items() if h >= bound_h), 0, 0]
+        # rejected at landing, per reason
+        rejected = manifest.totals(conn)["rejected"]
+        assert rejected == {k: v for k, v in truth.invalid_by_reason.items() if v}
+        # one feature row per cart-add that was not set aside, with its label
+        carts, converted = conn.execute("select count(*), count(*) filter (where label) from ml.cart_features").fetchone()
+        late_carts = conn.execute("select count(*) from silver.late_events where event_type = 'cart'").fetchone()[0]
+        assert carts + late_carts == truth.cart_adds
+        assert 0 < converted < carts
+        # every layer's checks passed and were recorded
+        dq = dict(conn.execute("select suite, success from dq.runs where run_id = %s",
+                               (data_run[1].run_id,)).fetchall())
+        assert dq == {"bronze": True, "silver": True, "gold": True}
+        assert Decimal(str(truth.revenue)) > 0
+
+
+def test_rerunning_the_run_changes_nothing(data_run, stack_settings):
+    _, result, client = data_run
+    with psycopg.connect(stack_settings.postgres.dsn()) as conn:
+        before = checksums(conn)
+    client.request("POST", "/dags/shopstream_data/clearTaskInstances", json={
+        "dry_run": False, "dag_run_id": result.run_id, "only_failed": False, "reset_dag_runs": True,
+    })
+    again = client.wait_for_run("shopstream_data", result.run_id, timeout=1800)
+    assert again.state == "success", again.tasks
+    with psycopg.connect(stack_settings.postgres.dsn()) as conn:
+        after = checksums(conn)
+    assert after == before
+
+
+def test_broken_input_fails_the_bronze_check_and_stops_the_layers_below(data_run, stack_settings):
+    """A lake object from a broken upstream writer (unknown event types) never reaches silver."""
+    s = stack_settings
+    _, _, client = data_run
+    good = pq.read_table(io.BytesIO(minio_client(s).get_object(s.s3.lake_bucket, _any_events_key(s)).read()))
+    bad = good.slice(0, 20).set_column(good.schema.get_field_index("event_type"), "event_type",
+                                       pa.array(["clicked"] * 20))
+    bad = bad.set_column(bad.schema.get_field_index("src_topic"), "src_topic", pa.array(["broken.writer"] * 20))
+    from datetime import UTC, datetime
+
+    hour = datetime(2019, 10, 1, tzinfo=UTC)
+    key = object_key(EVENTS_PREFIX, hour, "broken.writer", 0, 0, 19)
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    minio_client(s).put_object(s.s3.lake_bucket, key, io.BytesIO(buf.getvalue()), len(buf.getvalue()))
+    with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.landed_objects (object_key, kind, topic, kafka_partition, first_offset, last_offset, "
+            "event_hour, rows, bytes) values (%s, 'events', 'broken.writer', 0, 0, 19, %s, 20, %s)",
+            (key, hour, len(buf.getvalue())))
+        silver_before = conn.execute("select count(*) from silver.events").fetchone()[0]
+    try:
+        result = client.run_dag("shopstream_data", timeout=1200)
+        assert result.state == "failed"
+        states = result.tasks
+        assert states["bronze.check_bronze"] == "failed"
+        assert states["silver.transform_silver"] == "upstream_failed"
+        assert states["gold.transform_gold"] == "upstream_failed"
+        with psycopg.connect(s.postgres.dsn()) as conn:
+            failed = conn.execute(
+                "select expectation, unexpected_count, sample_values from dq.results "
+                "where run_id = %s and suite = 'bronze' and not success", (result.run_id,)).fetchall()
+            assert conn.execute("select count(*) from silver.events").fetchone()[0] == silver_before
+        assert any("event_type" in e for e, _, _ in failed), failed
+        assert any(n == 20 and "clicked" in (samples or "") for e, n, samples in failed if "event_type" in e)
+    finally:
+        with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn, conn.transaction():
+            conn.execute("delete from bronze.events where object_key = %s", (key,))
+            conn.execute("delete from bronze.loads where object_key = %s", (key,))
+            conn.execute("delete from ops.landed_objects where object_key = %s", (key,))
+
+
+def _any_events_key(s) -> str:
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        return conn.execute("select object_key from ops.landed_objects where kind = 'events' "
+                            "and topic = %s limit 1", (s.kafka.raw_topic,)).fetchone()[0]
