@@ -133,6 +133,7 @@ class AirflowSettings(BaseModel):
     admin_user: str = Field("admin", description="Airflow admin login")
     admin_password: SecretStr = Field(SecretStr("admin"), description="Airflow admin password")
     parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes")
+    dags_paused_at_creation: bool = Field(False, description="new DAGs start paused (the tests unpause what they run)")
     worker_log_port: int = Field(18793, ge=1, le=65535, description="port of the worker log server")
     trigger_log_port: int = Field(18794, ge=1, le=65535, description="port of the triggerer log server")
     home: str = Field("", description="AIRFLOW_HOME; <state_dir>/airflow when empty")
@@ -160,7 +161,9 @@ class PipelineSettings(BaseModel):
         3 * 3600, ge=0,
         description="events arriving this many seconds or more after their event time are set aside in silver",
     )
-    schedule: str = Field("@hourly", description="schedule of the data DAG (it also runs when new data lands)")
+    schedule: str = Field(
+        "@hourly", description="schedule of the data DAG (it also runs when new data lands); empty: only then"
+    )
     land_in_dag: bool = Field(
         True, description="the data DAG drains the raw topic itself (false where a landing service runs)"
     )
@@ -224,6 +227,57 @@ class RaySettings(BaseModel):
     poll_interval_s: float = Field(15.0, gt=0, description="cluster: seconds between Ray job status polls (in the triggerer)")
 
 
+class RedisSettings(BaseModel):
+    """Redis: the online feature store of the serving path (Debian's redis-server in the embedded stack)."""
+
+    enabled: bool = Field(True, description="embedded stack: start redis-server (the online feature store)")
+    host: str = Field("127.0.0.1", description="Redis host")
+    port: int = Field(16379, ge=1, le=65535, description="Redis port")
+    db: int = Field(0, ge=0, le=15, description="database number of the online feature store")
+    password: SecretStr = Field(SecretStr(""), description="Redis password (AUTH); empty = none (the embedded server)")
+    key_prefix: str = Field("ss:", description="prefix of every online feature-store key")
+
+    def url(self) -> str:
+        """redis:// URL of the feature-store database."""
+        pw = self.password.get_secret_value()
+        auth = f":{quote(pw, safe='')}@" if pw else ""
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+
+class ServingSettings(BaseModel):
+    """The online purchase-intent API (`shopstream serve`) and its feature-store consumer (`shopstream features`)."""
+
+    enabled: bool = Field(
+        True, description="embedded stack: start the API and the feature-store consumer (only once a champion exists)"
+    )
+    host: str = Field("127.0.0.1", description="API host")
+    port: int = Field(18000, ge=1, le=65535, description="API port")
+    reload_interval_s: float = Field(10.0, gt=0, description="seconds between polls of the `champion` alias")
+    max_batch: int = Field(1000, ge=1, description="most events in one POST /predict batch")
+    session_ttl_s: int = Field(
+        2 * 86400, ge=60, description="a session's online features expire this long after its last event"
+    )
+    user_ttl_s: int = Field(
+        90 * 86400, ge=60,
+        description="a user's online features expire this long after their last event (then they start fresh)",
+    )
+    dedupe_ttl_s: int = Field(86400, ge=60, description="how long an applied event key is kept to drop re-sends")
+    feature_log_ttl_s: int = Field(
+        3600, ge=60, description="how long the features of each applied cart-add (as of that event) are kept"
+    )
+    consumer_group: str = Field("shopstream-features", description="consumer group of the feature-store consumer")
+    batch_size: int = Field(5000, ge=1, description="feature-store consumer: most events per Redis transaction")
+    max_interval_s: float = Field(0.2, gt=0, description="feature-store consumer: longest a partial batch waits")
+    max_hold_s: float = Field(
+        10.0, ge=0,
+        description="feature-store consumer: longest an event waits for the other partitions (time order)",
+    )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class Settings(BaseSettings):
     """All of shopstream's configuration. Read it with :func:`get_settings`."""
 
@@ -246,6 +300,8 @@ class Settings(BaseSettings):
     ray: RaySettings = RaySettings()
     pipeline: PipelineSettings = PipelineSettings()
     superset: SupersetSettings = SupersetSettings()
+    redis: RedisSettings = RedisSettings()
+    serving: ServingSettings = ServingSettings()
 
     # ----------------------------------------------------------------- derived paths
     @property
@@ -324,7 +380,7 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(a.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(a.dags_paused_at_creation),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{a.admin_user}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 self.airflow_home / "simple_auth_manager_passwords.json"
@@ -385,7 +441,8 @@ class Settings(BaseSettings):
         return env
 
 
-SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark", "pipeline", "superset", "training", "ray")
+SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark", "pipeline", "superset", "training", "ray",
+            "redis", "serving")
 
 
 def setting_fields() -> list[tuple[str, Any, str]]:

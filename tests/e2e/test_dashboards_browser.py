@@ -16,7 +16,7 @@ import pytest
 from shopstream.dashboards.importer import SupersetClient, dashboard_url, dashboards_in, import_dashboards
 from shopstream.settings import REPO_ROOT, Settings
 from shopstream.warehouse.ddl import ensure_schemas
-from tests.integration.test_dashboards import load_demo_data
+from tests.integration.test_dashboards import load_demo_data, unload_demo_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -26,15 +26,17 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def superset(stack, stack_settings: Settings) -> Settings:
-    """The stack's Superset with the dashboards imported and the demo rows in the warehouse."""
+def superset(stack, stack_settings: Settings) -> Iterator[Settings]:
+    """The stack's Superset with the dashboards imported and the demo rows in the warehouse (removed after)."""
     if not stack_settings.superset.enabled:
         pytest.fail("SHOPSTREAM_SUPERSET__ENABLED is false: the browser test needs Superset in the stack")
     with psycopg.connect(stack_settings.postgres.dsn(), autocommit=True) as conn:
         ensure_schemas(conn)
         load_demo_data(conn)
     import_dashboards(stack_settings)
-    return stack_settings
+    yield stack_settings
+    with psycopg.connect(stack_settings.postgres.dsn(), autocommit=True) as conn:
+        unload_demo_data(conn)
 
 
 @pytest.fixture(scope="module")

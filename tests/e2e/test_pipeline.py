@@ -65,7 +65,8 @@ def data_run(stack, stack_settings):
     client = AirflowClient(stack_settings)
     result = client.run_dag("shopstream_data", timeout=1800)
     assert result.state == "success", result.tasks
-    return stream.truth, result, client
+    yield stream.truth, result, client
+    client.request("PATCH", "/dags/shopstream_data", json={"is_paused": True})  # no runs the tests did not ask for
 
 
 def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):

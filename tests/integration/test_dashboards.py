@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -104,9 +105,6 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
                 f"demo/deadletter/{hour:%Y/%m/%d/%H}/events.invalid-0-{h}.parquet", "deadletter", "events.invalid",
                 0, h * 100, h * 100 + sum(reasons.values()) - 1, hour, sum(reasons.values()), 4096,
                 json.dumps(reasons), hour + timedelta(minutes=5)))
-            rows["landed_objects"].append((
-                f"demo/events/{hour:%Y/%m/%d/%H}/events.raw-0-{h}.parquet", "events", "events.raw",
-                0, h * 1000, h * 1000 + 999, hour, 1000, 65536, None, hour + timedelta(minutes=5)))
         bronze = rng.randint(800, 1200)
         dups, late, rej = rng.randint(0, 25), rng.randint(0, 12), rng.randint(0, 3)
         rows["reconciliation"].append((hour, bronze, bronze - dups - late - rej, dups, late, rej, "demo-run",
@@ -157,9 +155,26 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
     return {k: len(v) for k, v in rows.items()}
 
 
+def unload_demo_data(conn: psycopg.Connection) -> None:
+    """Remove every demo row again, so the pipeline's own tests see only the pipeline's data."""
+    with conn.transaction():
+        conn.execute("delete from gold.fact_events where event_key like 'demo-%%'")
+        conn.execute("delete from gold.fact_sessions where user_session like 'demo-%%'")
+        conn.execute("delete from gold.fact_daily_sales where category_id >= 9000000000000000")
+        conn.execute("delete from gold.dim_category where category_id >= 9000000000000000")
+        conn.execute("delete from gold.dim_brand b where brand_key between 9001 and 9007 and not exists "
+                     "(select 1 from gold.fact_events f where f.brand_key = b.brand_key)")
+        conn.execute("delete from gold.dim_date d where date >= %s and not exists "
+                     "(select 1 from gold.fact_events f where f.date_key = d.date_key)", (DEMO_START,))
+        conn.execute("delete from dq.runs where run_id like 'demo-run-%%'")
+        conn.execute("delete from ops.landed_objects where object_key like 'demo/%%'")
+        conn.execute("delete from silver.reconciliation where run_id = 'demo-run'")
+        conn.execute("delete from ml.model_runs where run_id like 'demo-model-run-%%'")
+
+
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def superset(stack, stack_settings: Settings) -> Settings:
+def superset(stack, stack_settings: Settings) -> Iterator[Settings]:
     if not stack_settings.superset.enabled:
         pytest.fail("SHOPSTREAM_SUPERSET__ENABLED is false: the dashboards tests need Superset in the stack")
     assert stack.get("superset").check() is None
@@ -167,7 +182,9 @@ def superset(stack, stack_settings: Settings) -> Settings:
         ensure_schemas(conn)
         counts = load_demo_data(conn)
     assert all(counts.values()), counts
-    return stack_settings
+    yield stack_settings
+    with psycopg.connect(stack_settings.postgres.dsn(), autocommit=True) as conn:
+        unload_demo_data(conn)
 
 
 @pytest.fixture(scope="module")
