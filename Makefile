@@ -65,8 +65,9 @@ status:
 
 ## Benchmarks against the embedded stack; results in docs/benchmarks.md.
 bench: install
-	$(BIN)/shopstream up
 	$(BIN)/python bench/landing.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/training.py
 
 ## Re-resolve requirements.txt from requirements.in (needs the network to PyPI).
 lock: install

@@ -1,7 +1,6 @@
 """Benchmark: end-to-end landing throughput (first produce -> last commit) vs a naive per-event sink.
 
-Runs against the stack named by the settings (start it with `shopstream up`). Each run uses its own
-topics and consumer group. The baseline writes one JSON object per valid event, as an S3 sink connector
+Runs on a private embedded stack (PostgreSQL, S3 endpoint, broker) started for the run under a temp dir. The baseline writes one JSON object per valid event, as an S3 sink connector
 with a flush size of 1 does; it runs on fewer events (it is slow) and is compared in events/s.
 
     python bench/landing.py [--events 1000000] [--baseline-events 20000]
@@ -24,11 +23,12 @@ from confluent_kafka import Consumer, KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
+from stack import private_stack  # noqa: E402
 
 from shopstream.events.generator import generate  # noqa: E402
 from shopstream.events.producer import produce  # noqa: E402
 from shopstream.events.validation import validate_batch  # noqa: E402
-from shopstream.settings import Settings, load_settings  # noqa: E402
+from shopstream.settings import Settings  # noqa: E402
 from shopstream.stack.base import venv_bin  # noqa: E402
 from shopstream.stack.s3 import minio_client  # noqa: E402
 
@@ -118,11 +118,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--baseline-events", type=int, default=20_000)
     args = parser.parse_args()
-    settings = load_settings()
-    ours = bench_landing(settings, args.events)
-    print(f"landing: {ours}", flush=True)
-    naive = bench_naive(settings, args.baseline_events)
-    print(f"naive:   {naive}", flush=True)
+    with private_stack() as settings:
+        ours = bench_landing(settings, args.events)
+        print(f"landing: {ours}", flush=True)
+        naive = bench_naive(settings, args.baseline_events)
+        print(f"naive:   {naive}", flush=True)
     ratio = ours["rate"] / naive["rate"]
     target = "met" if ours["rate"] >= 100_000 else "NOT met"
     body = f"""## Landing: Kafka -> validated Parquet in the lake (issue 4)

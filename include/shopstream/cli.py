@@ -283,6 +283,47 @@ def land(
     console.print(stats.summary(s))
 
 
+@app.command()
+def features(
+    until_idle: Annotated[bool, typer.Option(help="Stop once every partition is drained.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Events per Redis transaction.")] = None,
+    max_interval: Annotated[float | None, typer.Option(help="Seconds before a partial batch is applied.")] = None,
+    idle_timeout: Annotated[float, typer.Option(help="--until-idle: seconds with nothing new before stopping.")] = 10.0,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: SHOPSTREAM_KAFKA__RAW_TOPIC).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default: SHOPSTREAM_SERVING__CONSUMER_GROUP).")] = None,
+) -> None:
+    """Keep the online feature store (Redis) up to date with the validated event stream."""
+    import logging
+
+    from shopstream.serving.consumer import ConsumerConfig, FeatureStoreConsumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = _settings()
+    cfg = ConsumerConfig.of(s, batch_size=batch_size, max_interval_s=max_interval, idle_timeout_s=idle_timeout)
+    svc = FeatureStoreConsumer(s, cfg, topic=topic, group=group)
+    svc.install_signal_handlers()
+    try:
+        stats = svc.run(until_idle=until_idle)
+    finally:
+        svc.close()
+    console.print(stats.summary())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: SHOPSTREAM_SERVING__HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: SHOPSTREAM_SERVING__PORT).")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the purchase-intent API (POST /predict, /health, /ready, /metrics) on the champion model."""
+    import logging
+
+    from shopstream.serving.app import serve as run_api
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_api(_settings(), host=host, port=port, access_log=access_log)
+
+
 @app.command("config-doc")
 def config_doc() -> None:
     """Regenerate docs/configuration.md from the settings module."""
@@ -349,8 +390,11 @@ def demo(
     console.rule(f"producing {events:,} generated events")
     produce(events=events, seed=seed, days=7.0, file=None, rate=None, topic=None, truth_out=None)
     results.append(_run_dag(client, "shopstream_data", 3600))
+    if results[-1].state == "success":
+        results.append(_run_training(client))
     console.rule("summary")
     _print_pipeline_summary(s, results)
+    _print_champion(s)
     console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
     _print_logins(s)
     console.print("Stop with `shopstream down` (data stays in "
@@ -359,10 +403,43 @@ def demo(
         raise typer.Exit(1)
 
 
-def _run_dag(client, dag_id: str, timeout: float):
+def _run_dag(client, dag_id: str, timeout: float, conf: dict | None = None):
     client.wait_for_dag(dag_id)
     client.unpause(dag_id)
-    return _wait_with_progress(client, dag_id, client.trigger(dag_id), timeout)
+    return _wait_with_progress(client, dag_id, client.trigger(dag_id, conf), timeout)
+
+
+def _run_training(client):
+    """The gold asset starts shopstream_training: wait for that run, or trigger one if none comes."""
+    client.wait_for_dag("shopstream_training")
+    client.unpause("shopstream_training")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = client.request("GET", "/dags/shopstream_training/dagRuns",
+                              params={"order_by": "-run_after", "limit": 1})["dag_runs"]
+        if runs and runs[0]["state"] in ("queued", "running"):
+            return _wait_with_progress(client, "shopstream_training", runs[0]["dag_run_id"], 3600)
+        time.sleep(3)
+    return _run_dag(client, "shopstream_training", 3600, conf={"force": True})
+
+
+def _print_champion(s: Settings) -> None:
+    from shopstream.training.pipeline import champion_summary
+
+    try:
+        champ = champion_summary(s)
+    except Exception as e:  # noqa: BLE001 - the summary must not hide the rest
+        console.print(f"[yellow]champion unavailable: {e}[/yellow]")
+        return
+    if not champ:
+        console.print("[yellow]no champion model yet[/yellow]")
+        return
+    m = champ["metrics"]
+    console.print(
+        f"champion: {champ['model']} version {champ['version']}  PR-AUC {m.get('pr_auc', float('nan')):.3f}  "
+        f"ROC-AUC {m.get('roc_auc', float('nan')):.3f}  log loss {m.get('log_loss', float('nan')):.3f}\n"
+        f"  {champ['model_url']}"
+    )
 
 
 def _print_pipeline_summary(s: Settings, results) -> None:

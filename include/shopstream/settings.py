@@ -254,6 +254,11 @@ class ServingSettings(BaseModel):
     port: int = Field(18000, ge=1, le=65535, description="API port")
     reload_interval_s: float = Field(10.0, gt=0, description="seconds between polls of the `champion` alias")
     max_batch: int = Field(1000, ge=1, description="most events in one POST /predict batch")
+    booster_fast_path: bool = Field(
+        True,
+        description="score with the logged model's booster directly when, on a probe set checked at load, it gives "
+        "exactly the pyfunc's probabilities (else the pyfunc's predict)",
+    )
     session_ttl_s: int = Field(
         2 * 86400, ge=60, description="a session's online features expire this long after its last event"
     )

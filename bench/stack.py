@@ -1,0 +1,45 @@
+"""A private, minimal embedded stack for a benchmark: its own temp dir and free ports, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shopstream.settings import Settings, get_settings, load_settings
+from shopstream.stack.base import free_port
+from shopstream.stack.supervisor import Stack
+
+
+@contextmanager
+def private_stack(services: tuple[str, ...] = ("postgres", "s3", "broker")) -> Iterator[Settings]:
+    """Start ``services`` under a fresh state dir; yield settings pointing at them (also in os.environ)."""
+    state = Path(tempfile.mkdtemp(prefix="shopstream-bench-"))
+    state.chmod(0o755)
+    env = {
+        "SHOPSTREAM_STATE_DIR": str(state),
+        "SHOPSTREAM_POSTGRES__PORT": str(free_port()),
+        "SHOPSTREAM_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    settings = load_settings()
+    stack = Stack(settings, only=list(services))
+    try:
+        print(f"starting a private stack ({', '.join(services)}) in {state} ...", flush=True)
+        stack.up()
+        yield settings
+    finally:
+        stack.down()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+        shutil.rmtree(state, ignore_errors=True)
