@@ -83,7 +83,8 @@ class ReliableSender:
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.05)
             except KafkaException as e:
-                if not e.args[0].fatal():
+                err = e.args[0]
+                if not (err.fatal() or err.code() in _RECOVERABLE):
                     raise
                 self._recover()
 
