@@ -19,7 +19,8 @@ SYSTEM_PKGS := postgresql-15:/usr/lib/postgresql/15/bin/postgres \
                libpostgresql-jdbc-java:/usr/share/java/postgresql.jar \
                openjdk-17-jre-headless:/usr/bin/java \
                nodejs:/usr/bin/node npm:/usr/bin/npm \
-               chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
+               chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
+               redis-server:/usr/bin/redis-server
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PKGS); do pkg=$${pair%%:*}; path=$${pair#*:}; \
 	  [ -e "$$path" ] || missing="$$missing $$pkg"; done; \
@@ -68,6 +69,7 @@ bench: install
 	$(BIN)/python bench/landing.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/serving.py
 
 ## Re-resolve requirements.txt from requirements.in (needs the network to PyPI).
 lock: install

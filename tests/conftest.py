@@ -34,6 +34,10 @@ def _test_env(state_dir: Path) -> dict[str, str]:
         "SHOPSTREAM_AIRFLOW__DAGS_PAUSED_AT_CREATION": "true",
         "SHOPSTREAM_PIPELINE__SCHEDULE": "",
         "SHOPSTREAM_SUPERSET__PORT": str(free_port()),
+        "SHOPSTREAM_REDIS__PORT": str(free_port()),
+        "SHOPSTREAM_SERVING__PORT": str(free_port()),
+        # serving starts only with a champion, which a fresh test stack lacks; tests start their own instances
+        "SHOPSTREAM_SERVING__ENABLED": "false",
         "SHOPSTREAM_SUPERSET__ADMIN_PASSWORD": "test-superset-pw",
     }
 

@@ -11,14 +11,18 @@ from shopstream.stack.base import Service
 from shopstream.stack.broker import BrokerService
 from shopstream.stack.mlflow_server import MlflowService
 from shopstream.stack.postgres import PostgresService
+from shopstream.stack.redis_server import RedisService
 from shopstream.stack.s3 import S3Service
+from shopstream.stack.serving import ServingService
 from shopstream.stack.superset import SupersetService
 
 SERVICE_ORDER: tuple[type[Service], ...] = (
     PostgresService,
     S3Service,
     BrokerService,
+    RedisService,  # skipped when SHOPSTREAM_REDIS__ENABLED=false
     MlflowService,
+    ServingService,  # in the stack once a champion exists; skipped when SHOPSTREAM_SERVING__ENABLED=false
     AirflowService,
     SupersetService,  # skipped when SHOPSTREAM_SUPERSET__ENABLED=false
 )
