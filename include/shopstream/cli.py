@@ -395,6 +395,7 @@ def demo(
     console.rule("summary")
     _print_pipeline_summary(s, results)
     _print_champion(s)
+    _print_serving(s)
     console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
     _print_logins(s)
     console.print("Stop with `shopstream down` (data stays in "
@@ -440,6 +441,18 @@ def _print_champion(s: Settings) -> None:
         f"ROC-AUC {m.get('roc_auc', float('nan')):.3f}  log loss {m.get('log_loss', float('nan')):.3f}\n"
         f"  {champ['model_url']}"
     )
+
+
+def _print_serving(s: Settings) -> None:
+    from shopstream.serving.demo import sample
+
+    try:
+        with console.status("starting the scoring API and catching up the online feature store"):
+            lines = sample(s)
+    except Exception as e:  # noqa: BLE001 - the summary must not hide the rest
+        console.print(f"[yellow]scoring API unavailable: {e}[/yellow]")
+        return
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 def _print_pipeline_summary(s: Settings, results) -> None:
