@@ -29,7 +29,7 @@ DEFAULT_ARGS = {"owner": "shopstream", "retries": 1, "retry_delay": timedelta(se
     dag_id="shopstream_training",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(SETTINGS.training.schedule, timezone="UTC"), assets=GOLD_FEATURES
-    ),
+    ) if SETTINGS.training.schedule else [GOLD_FEATURES],
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -30,9 +30,11 @@ def _test_env(state_dir: Path) -> dict[str, str]:
         "SHOPSTREAM_AIRFLOW__WORKER_LOG_PORT": str(free_port()),
         "SHOPSTREAM_AIRFLOW__TRIGGER_LOG_PORT": str(free_port()),
         "SHOPSTREAM_AIRFLOW__ADMIN_PASSWORD": "test-admin-pw",
-        # no runs the tests did not ask for: DAGs start paused and the data DAG has no time schedule
+        # no runs the tests did not ask for: DAGs start paused, the data and training DAGs have no time schedule
         "SHOPSTREAM_AIRFLOW__DAGS_PAUSED_AT_CREATION": "true",
         "SHOPSTREAM_PIPELINE__SCHEDULE": "",
+        "SHOPSTREAM_TRAINING__SCHEDULE": "",
+        "SHOPSTREAM_TRAINING__TRIALS": "4",   # runs the tests start themselves (asset-triggered) stay small
         "SHOPSTREAM_SUPERSET__PORT": str(free_port()),
         "SHOPSTREAM_REDIS__PORT": str(free_port()),
         "SHOPSTREAM_SERVING__PORT": str(free_port()),

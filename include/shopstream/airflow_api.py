@@ -90,6 +90,25 @@ class AirflowClient:
                 )
             time.sleep(2)
 
+    def latest_run(self, dag_id: str, run_type: str | None = None) -> dict | None:
+        """The newest run of ``dag_id`` (of ``run_type``, e.g. ``asset_triggered``, when given), or None."""
+        params: dict[str, Any] = {"order_by": "-run_after", "limit": 1}
+        if run_type:
+            params["run_type"] = [run_type]
+        runs = self.request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+        return runs[0] if runs else None
+
+    def wait_for_started_run(self, dag_id: str, timeout: float = 60.0, run_type: str | None = None) -> dict | None:
+        """Wait for a queued or running run (one a schedule or an asset started); None if none comes in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.latest_run(dag_id, run_type)
+            if run and run["state"] in ("queued", "running"):
+                return run
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(2)
+
     def run_dag(self, dag_id: str, conf: dict | None = None, timeout: float = 1800.0, on_poll=None) -> DagRunResult:
         """Wait for the DAG to be parsed, unpause it, trigger it and wait for the result."""
         self.wait_for_dag(dag_id)

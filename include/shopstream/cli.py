@@ -414,13 +414,9 @@ def _run_training(client):
     """The gold asset starts shopstream_training: wait for that run, or trigger one if none comes."""
     client.wait_for_dag("shopstream_training")
     client.unpause("shopstream_training")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = client.request("GET", "/dags/shopstream_training/dagRuns",
-                              params={"order_by": "-run_after", "limit": 1})["dag_runs"]
-        if runs and runs[0]["state"] in ("queued", "running"):
-            return _wait_with_progress(client, "shopstream_training", runs[0]["dag_run_id"], 3600)
-        time.sleep(3)
+    run = client.wait_for_started_run("shopstream_training", timeout=30)
+    if run:
+        return _wait_with_progress(client, "shopstream_training", run["dag_run_id"], 3600)
     return _run_dag(client, "shopstream_training", 3600, conf={"force": True})
 
 

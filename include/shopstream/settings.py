@@ -193,7 +193,9 @@ class SupersetSettings(BaseModel):
 class TrainingSettings(BaseModel):
     """Training of the purchase-intent model: schedule, data window and split, tuning budget, gate."""
 
-    schedule: str = Field("0 2 * * *", description="cron (UTC) of the nightly training and degradation check")
+    schedule: str = Field(
+        "0 2 * * *", description="cron (UTC) of the nightly training and degradation check (it also runs when "
+                                 "gold features change); empty: only then")
     window_days: int = Field(30, ge=1, description="days of ml.cart_features, back from the newest row, to train on")
     valid_share: float = Field(0.15, gt=0, lt=0.5, description="share of the window (by time) for validation")
     test_share: float = Field(0.15, gt=0, lt=0.5, description="share of the window (most recent) held out for the test")

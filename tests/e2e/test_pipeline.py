@@ -1,7 +1,8 @@
 """The whole flow on a small data set: generator -> Kafka -> lake -> bronze -> silver -> gold, through Airflow.
 
-Gold (plus the late events silver set aside) reconciles exactly with the generator's truth; re-running the
-run changes nothing; a broken input fails the right check and stops the layers below it.
+Gold (plus the late events silver set aside) reconciles exactly with the generator's truth; the gold update
+starts the training DAG, whose gate makes a champion that scores feature rows; re-running the run changes
+nothing; a broken input fails the right check and stops the layers below it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 from decimal import Decimal
 
+import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +22,9 @@ from shopstream.events.producer import produce
 from shopstream.landing import manifest
 from shopstream.landing.naming import EVENTS_PREFIX, object_key
 from shopstream.stack.s3 import minio_client
+from shopstream.training import tracking
+from shopstream.training.gate import CHAMPION
+from shopstream.training.records import model_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -59,14 +64,35 @@ def checksums(conn: psycopg.Connection) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def data_run(stack, stack_settings):
-    """30,000 generated events produced, then one run of the data DAG through the REST API."""
+    """30,000 generated events produced, then one run of the data DAG through the REST API.
+
+    The training DAG is unpaused first, so the gold feature asset that run updates starts it.
+    """
     stream = generate(30_000, seed=21, days=3)
     produce(stack_settings, stream.timed())
     client = AirflowClient(stack_settings)
-    result = client.run_dag("shopstream_data", timeout=1800)
-    assert result.state == "success", result.tasks
-    yield stream.truth, result, client
-    client.request("PATCH", "/dags/shopstream_data", json={"is_paused": True})  # no runs the tests did not ask for
+    client.wait_for_dag("shopstream_training")
+    client.unpause("shopstream_training")
+    try:
+        result = client.run_dag("shopstream_data", timeout=1800)
+        assert result.state == "success", result.tasks
+        yield stream.truth, result, client
+    finally:
+        for dag_id in ("shopstream_data", "shopstream_training"):  # no runs the tests did not ask for
+            client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+
+@pytest.fixture(scope="module")
+def training_run(data_run, stack_settings):
+    """The training run the data run's gold update started; afterwards the registered model is removed again,
+    so later tests start without a champion."""
+    _, data, client = data_run
+    run = client.wait_for_started_run("shopstream_training", timeout=120, run_type="asset_triggered")
+    assert run is not None, "the gold feature update did not start shopstream_training"
+    result = client.wait_for_run("shopstream_training", run["dag_run_id"], timeout=2400)
+    client.request("PATCH", "/dags/shopstream_training", json={"is_paused": True})
+    yield run, result
+    tracking.client(stack_settings).delete_registered_model(stack_settings.mlflow.registered_model)
 
 
 def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
@@ -110,6 +136,37 @@ def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
                                (data_run[1].run_id,)).fetchall())
         assert dq == {"bronze": True, "silver": True, "gold": True}
         assert Decimal(str(truth.revenue)) > 0
+
+
+def test_gold_update_trains_a_champion_that_predicts(training_run, stack_settings):
+    """data DAG -> gold asset -> training DAG (Ray Tune, MLflow, gate) -> `models:/<name>@champion` scores."""
+    import mlflow
+
+    from shopstream.features import FEATURE_COLUMNS
+
+    s = stack_settings
+    run, result = training_run
+    assert run["run_type"] == "asset_triggered"
+    assert result.state == "success", result.tasks
+    assert {t: result.tasks[t] for t in ("check_champion", "extract", "tune", "train", "gate")} == dict.fromkeys(
+        ("check_champion", "extract", "tune", "train", "gate"), "success")
+    name = s.mlflow.registered_model
+    champion = tracking.client(s).get_model_version_by_alias(name, CHAMPION)
+    assert champion.tags["gate.decision"] == "passed"
+    mlrun = tracking.client(s).get_run(champion.run_id)
+    assert mlrun.data.tags[tracking.AIRFLOW_RUN_TAG] == run["dag_run_id"]
+    records = [r for r in model_runs(s, name) if r["model_version"] == champion.version]
+    assert len(records) == 1 and records[0]["gate_passed"] is True
+
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        rows = conn.execute(f"select {', '.join(FEATURE_COLUMNS)} from ml.cart_features "
+                            "order by event_key limit 200").fetchall()
+    frame = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
+    tracking.configure(s)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    proba = model.predict(frame)
+    assert proba.shape == (len(frame),) and ((proba > 0) & (proba < 1)).all()
+    assert proba.std() > 0   # it tells cart-adds apart
 
 
 def test_rerunning_the_run_changes_nothing(data_run, stack_settings):
