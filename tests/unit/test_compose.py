@@ -3,7 +3,8 @@
 The compose file must validate against the Compose Specification schema, pin every image, give every
 long-running service a health check and a memory limit (all limits together within 16 GiB), publish
 unique host ports, keep credentials in .env, pass shopstream containers only settings the settings
-module reads, and build the shopstream image from the project's own lock.
+module reads, and build the shopstream image from the project's own lock. The serving path (features,
+serving) must use the redis service on a database Superset does not use, and training the Ray cluster.
 """
 
 from __future__ import annotations
@@ -421,3 +422,110 @@ def test_settings_render_the_container_view(services, monkeypatch, tmp_path):
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/shopstream/dags"
     assert env["AIRFLOW_HOME"] == "/opt/airflow"
     assert '"spark://spark-master:7077"' in env["AIRFLOW_CONN_SHOPSTREAM_SPARK"]
+
+
+# ----------------------------------------------------------------------------- serving path and Ray
+def _command_flag(command: list[str], flag: str) -> str:
+    for i, word in enumerate(command):
+        if word == flag:
+            return command[i + 1]
+        if word.startswith(f"{flag}="):
+            return word.split("=", 1)[1]
+    raise AssertionError(f"{flag} not in {command}")
+
+
+def _container_port(service: dict) -> int:
+    (port,) = service["ports"]
+    return int(str(port).split(":")[-1])
+
+
+def test_serving_path_runs_the_shopstream_commands(services):
+    """features and serving run the CLI commands, with real health checks, on the names the settings give."""
+    import importlib.util
+
+    from shopstream.serving.app import create_app
+    from shopstream.settings import load_settings
+
+    features, serving = services["features"], services["serving"]
+    assert features["command"] == ["shopstream", "features"]
+    assert serving["command"][:2] == ["shopstream", "serve"]
+    # Binding differs from the name others use: all interfaces, by flag, not by SHOPSTREAM_SERVING__HOST.
+    assert _command_flag(serving["command"], "--host") == "0.0.0.0"
+    env = _environment(serving)
+    assert env["SHOPSTREAM_SERVING__HOST"] == serving["hostname"] == "serving"
+    port = int(env["SHOPSTREAM_SERVING__PORT"])
+    assert _container_port(serving) == port
+    paths = {route.path for route in create_app(load_settings()).routes}
+    test = serving["healthcheck"]["test"]
+    assert test[-1] == f"http://localhost:{port}/health" and "/health" in paths, test
+    # Before the first champion the API runs and answers /health: no restart loop, and start_period
+    # covers loading a champion from MLflow.
+    assert serving["restart"] == "unless-stopped"
+    assert int(serving["healthcheck"]["start_period"].removesuffix("s")) >= 120
+    assert {"mlflow", "redis", "features"} <= set(serving["depends_on"])
+    assert {"kafka-init", "redis"} <= set(features["depends_on"])
+
+    # The features check is the consumer-group check of the landing service, for its own group.
+    test = features["healthcheck"]["test"]
+    script = REPO_ROOT / test[2].removeprefix("/opt/shopstream/")
+    assert test[:2] == ["CMD", "python"] and script.exists(), test
+    spec = importlib.util.spec_from_file_location("check_consumer", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = load_settings()
+    assert module.GROUPS[test[3]](settings) == settings.serving.consumer_group
+    landing = services["landing"]["healthcheck"]["test"]
+    assert module.GROUPS[landing[3]](settings) == settings.kafka.landing_group
+
+
+def _superset_redis_dbs() -> set[int]:
+    config = (REPO_ROOT / "docker" / "superset" / "superset_config.py").read_text()
+    dbs = {int(n) for n in re.findall(r"_redis_cache\((\d+)", config)}
+    dbs |= {int(n) for n in re.findall(r"\{_redis\}/(\d+)", config)}
+    assert dbs, "superset_config.py: no Redis database numbers found"
+    return dbs
+
+
+def test_serving_path_uses_the_redis_service(raw, services):
+    """features and serving reach the redis service, with its password, on a database Superset does not use."""
+    redis_cmd = raw["services"]["redis"]["command"]
+    password = _command_flag(redis_cmd, "--requirepass")
+    redis_port = _command_flag(redis_cmd, "--port") if "--port" in redis_cmd else "6379"
+    assert _command_flag(redis_cmd, "--maxmemory-policy") == "noeviction", "feature state must not be evicted"
+    for name in ("features", "serving"):
+        env = _environment(services[name])
+        raw_env = _environment(raw["services"][name])
+        assert env["SHOPSTREAM_REDIS__HOST"] == "redis", name
+        assert env["SHOPSTREAM_REDIS__PORT"] == redis_port, name
+        assert raw_env["SHOPSTREAM_REDIS__PASSWORD"] == password, f"{name}: not the redis service's password"
+        assert int(env["SHOPSTREAM_REDIS__DB"]) not in _superset_redis_dbs(), f"{name}: clashes with Superset"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_training_submits_to_the_ray_cluster(raw, services):
+    """Airflow's tasks and triggerer point at ray-head's Jobs API with the token the Ray nodes use."""
+    head = raw["services"]["ray-head"]
+    port = _command_flag(head["command"], "--dashboard-port")
+    token = _environment(head)["RAY_AUTH_TOKEN"]
+    for name in ("airflow-scheduler", "airflow-triggerer"):
+        env = _environment(services[name])
+        assert env["SHOPSTREAM_RAY__ADDRESS"] == f"http://ray-head:{port}", name
+        assert _environment(raw["services"][name])["SHOPSTREAM_RAY__AUTH_TOKEN"] == token, name
+    assert services["airflow-scheduler"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+
+
+def test_settings_render_the_serving_view(services, monkeypatch, tmp_path):
+    """The serving environment loads into settings that address Redis, the API and Ray by service name."""
+    from shopstream.settings import load_settings
+
+    for key in [k for k in os.environ if k.startswith("SHOPSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    env = _environment(services["serving"])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value or "")
+    s = load_settings()
+    password = env["SHOPSTREAM_REDIS__PASSWORD"]
+    assert s.redis.url() == f"redis://:{password}@redis:6379/0"
+    assert s.serving.base_url == "http://serving:8000"
+    assert s.ray.address == "http://ray-head:8265"
