@@ -37,7 +37,7 @@ from report import machine, write_section  # noqa: E402
 from stack import private_stack  # noqa: E402
 
 from shopstream.features import FEATURE_COLUMNS  # noqa: E402
-from shopstream.settings import Settings  # noqa: E402
+from shopstream.settings import Settings, environment  # noqa: E402
 from shopstream.stack.base import free_port, venv_bin, wait_until  # noqa: E402
 
 TARGET_RATE, TARGET_P95_MS = 500, 20.0
@@ -368,17 +368,8 @@ def main() -> None:
     load_before = os.getloadavg()
     ports = {"SHOPSTREAM_MLFLOW__PORT": str(free_port()), "SHOPSTREAM_REDIS__PORT": str(free_port()),
              "SHOPSTREAM_MLFLOW__REGISTERED_MODEL": "bench-serving", "SHOPSTREAM_MLFLOW__EXPERIMENT": "bench-serving"}
-    saved = {k: os.environ.get(k) for k in ports}
-    os.environ.update(ports)
-    try:
-        with private_stack(("postgres", "s3", "redis", "mlflow")) as settings:
-            out = bench(settings, rates, args.seconds, args.events, args.closed)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with environment(ports), private_stack(("postgres", "s3", "redis", "mlflow")) as settings:
+        out = bench(settings, rates, args.seconds, args.events, args.closed)
     print(f"wrote {write_section('serving', render(out, rates, args.seconds, load_before))}")
 
 

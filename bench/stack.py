@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shopstream.settings import Settings, get_settings, load_settings
+from shopstream.settings import Settings, environment
 from shopstream.stack.base import free_port
 from shopstream.stack.supervisor import Stack
 
@@ -25,21 +24,12 @@ def private_stack(services: tuple[str, ...] = ("postgres", "s3", "broker")) -> I
         "SHOPSTREAM_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    settings = load_settings()
-    stack = Stack(settings, only=list(services))
-    try:
-        print(f"starting a private stack ({', '.join(services)}) in {state} ...", flush=True)
-        stack.up()
-        yield settings
-    finally:
-        stack.down()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
-        shutil.rmtree(state, ignore_errors=True)
+    with environment(env) as settings:
+        stack = Stack(settings, only=list(services))
+        try:
+            print(f"starting a private stack ({', '.join(services)}) in {state} ...", flush=True)
+            stack.up()
+            yield settings
+        finally:
+            stack.down()
+            shutil.rmtree(state, ignore_errors=True)

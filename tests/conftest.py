@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.settings import Settings, get_settings, load_settings
+from shopstream.settings import Settings, environment
 from shopstream.stack.base import free_port
 from shopstream.stack.supervisor import Stack
 
@@ -49,19 +49,10 @@ def stack_settings() -> Iterator[Settings]:
     """Settings of a private stack: a temp state dir (world-traversable for the postgres user), free ports."""
     state_dir = Path(tempfile.mkdtemp(prefix="shopstream-test-"))
     state_dir.chmod(0o755)
-    env = _test_env(state_dir)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        yield load_settings()
+        with environment(_test_env(state_dir)) as settings:
+            yield settings
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
         if os.environ.get("SHOPSTREAM_KEEP_TEST_STATE") != "1":
             shutil.rmtree(state_dir, ignore_errors=True)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -486,3 +488,23 @@ def load_settings(**overrides: Any) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once)."""
     return load_settings()
+
+
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[Settings]:
+    """Set ``env`` in ``os.environ`` and yield settings read from it; restore the old values afterwards.
+
+    For processes that start a private stack (tests, benchmarks): the services it starts inherit ``env``.
+    """
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield load_settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
