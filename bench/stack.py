@@ -33,3 +33,22 @@ def private_stack(services: tuple[str, ...] = ("postgres", "s3", "broker")) -> I
         finally:
             stack.down()
             shutil.rmtree(state, ignore_errors=True)
+
+
+def service_cpu(settings: Settings, services: tuple[str, ...] = ("postgres", "s3", "broker")) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each stack service, children included."""
+    import psutil
+
+    out: dict[str, float] = {}
+    stack = Stack(settings, only=list(services))
+    for name in services:
+        total = 0.0
+        for managed in stack.get(name).processes():
+            for proc in managed.tree():
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        out[name] = total
+    return out

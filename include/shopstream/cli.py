@@ -272,6 +272,9 @@ def land(
     svc = LandingService(s, LandingConfig(batch_size=batch_size, max_interval_s=max_interval,
                                           idle_timeout_s=idle_timeout))
     svc.install_signal_handlers()
+    import gc
+
+    gc.freeze()  # a long-running loop: keep the start-up heap (imports, clients) out of every collection
     svc.on_batch = lambda st: console.print(
         f"batch {st.batches}: {st.messages:,} messages so far ({st.valid:,} valid, {st.rejected:,} rejected), "
         f"{st.objects + st.deadletter_objects} objects"

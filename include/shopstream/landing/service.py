@@ -18,12 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby, repeat
 
 import numpy as np
 import orjson
 import psycopg
 import pyarrow as pa
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shopstream.events.producer import ReliableSender, make_producer
 from shopstream.events.validation import Rejection, validate_batch
@@ -80,6 +81,15 @@ class LandingStats:
         )
 
 
+@dataclass
+class _PartitionBuffer:
+    """One partition's consumed messages not yet landed, as columns (offsets ascending)."""
+
+    values: list[bytes | None] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)  # Kafka timestamps, ms
+
+
 class LandingService:
     """Consume ``settings.kafka.raw_topic`` and land it; one instance per process."""
 
@@ -105,7 +115,9 @@ class LandingService:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
-                "session.timeout.ms": 10000,
+                # a joining member waits about half of this for the group to settle (Tansu 0.6 and Kafka's
+                # initial rebalance delay); 6 s is Kafka's minimum and heartbeats run in the background
+                "session.timeout.ms": 6000,
                 # larger fetches overflow the embedded broker's response encoding (Tansu 0.6: SansIo Overflow)
                 "fetch.max.bytes": 8 * 2**20,
                 "max.partition.fetch.bytes": 2 * 2**20,
@@ -113,11 +125,12 @@ class LandingService:
             })
         )
         self.producer = ReliableSender(lambda: make_producer(settings))
+        import pandas  # noqa: F401 - pyarrow imports it on first use (~1.5 s): pay that now, not in a batch
+
         self.stats = LandingStats()
         self._stopping = threading.Event()
         self._assigned: set[int] = set()
-        self._buf: dict[int, list[tuple[bytes | None, str, int, int]]] = {}
-        self._ts: dict[int, list[int]] = {}
+        self._buf: dict[int, _PartitionBuffer] = {}
         self._buffered = 0
         self._buf_since: float | None = None
         self._assigned_at = 0.0
@@ -172,26 +185,8 @@ class LandingService:
             while not self._stopping.is_set():
                 msgs = self.consumer.consume(num_messages=cfg.poll_batch, timeout=0.5)
                 now = time.monotonic()
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            eof.add(m.partition())
-                            continue
-                        if err.fatal():
-                            raise KafkaException(err)
-                        log.warning("consumer error: %s", err)
-                        continue
-                    p = m.partition()
-                    buf = self._buf.get(p)
-                    if buf is None:
-                        buf = self._buf[p] = []
-                        self._ts[p] = []
-                    buf.append((m.value(), self.topic, p, m.offset()))
-                    self._ts[p].append(m.timestamp()[1])
-                    eof.discard(p)
-                if msgs:
-                    n = len(msgs)
+                n = self._buffer(msgs, eof) if msgs else 0
+                if n:
                     self._buffered += n
                     if self._buf_since is None:
                         self._buf_since = now
@@ -219,6 +214,36 @@ class LandingService:
             self.stats.finished = time.monotonic()
         return self.stats
 
+    def _buffer(self, msgs: list[Message], eof: set[int]) -> int:
+        """Add consumed messages to their partition's buffer, note partition ends; return how many.
+
+        Columns are pulled out with one comprehension each per run of a partition (``consume`` returns
+        runs): a per-message loop of method calls and tuples cost more than validating the message.
+        """
+        errors = [m for m in msgs if m.error() is not None]
+        if errors:
+            msgs = [m for m in msgs if m.error() is None]
+        for p, run in groupby(msgs, key=Message.partition):
+            run = list(run)
+            buf = self._buf.get(p)
+            if buf is None:
+                buf = self._buf[p] = _PartitionBuffer()
+            buf.values += [m.value() for m in run]
+            buf.offsets += [m.offset() for m in run]
+            buf.timestamps += [m.timestamp()[1] for m in run]
+            eof.discard(p)
+        for m in errors:
+            err = m.error()
+            if err.code() == KafkaError._PARTITION_EOF:
+                buf = self._buf.get(m.partition())
+                if buf is None or not buf.offsets or buf.offsets[-1] < m.offset():  # no message past the end
+                    eof.add(m.partition())
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                log.warning("consumer error: %s", err)
+        return len(msgs)
+
     # ----------------------------------------------------------------- one batch
     def flush(self) -> None:
         """Land everything buffered: intent, objects, dead letters, manifest + offsets, Kafka commit."""
@@ -229,21 +254,21 @@ class LandingService:
         intents: dict[int, tuple[int, int, list[str]]] = {}
         next_offsets: dict[int, int] = {}
         n_msgs = n_valid = 0
-        for p, msgs in self._buf.items():
-            if not msgs:
+        for p, buf in self._buf.items():
+            if not buf.offsets:
                 continue
-            first, last = msgs[0][3], msgs[-1][3]
-            res = validate_batch(msgs)
-            valid = with_arrival_time(res.valid, msgs, self._ts[p])
+            first, last = buf.offsets[0], buf.offsets[-1]
+            res = validate_batch(zip(buf.values, repeat(self.topic), repeat(p), buf.offsets))
+            valid = with_arrival_time(res.valid, buf.offsets, buf.timestamps)
             objs = event_objects(valid, self.topic, p, first, last)
             if res.rejected:
-                ts = dict(zip((m[3] for m in msgs), self._ts[p], strict=True))
+                ts = dict(zip(buf.offsets, buf.timestamps, strict=True))
                 objs += deadletter_objects(res.rejected, ts, self.topic, p, first, last)
             objects += objs
             rejected += res.rejected
             intents[p] = (first, last, [o.key for o in objs])
             next_offsets[p] = last + 1
-            n_msgs += len(msgs)
+            n_msgs += len(buf.offsets)
             n_valid += res.valid.num_rows
 
         manifest.begin(self.db, self.group, self.topic, intents)
@@ -268,7 +293,6 @@ class LandingService:
         s.bytes += sum(len(o.data) for o in objects)
         s.batches += 1
         self._buf = {}
-        self._ts = {}
         self._buffered = 0
         self._buf_since = None
         if self.on_batch:
@@ -318,10 +342,12 @@ class LandingService:
             log.warning("could not publish the landed notification: %s", e)
 
 
-def with_arrival_time(valid: pa.Table, msgs: list[tuple], timestamps_ms: list[int]) -> pa.Table:
-    """Add ``src_timestamp``, the Kafka timestamp (arrival time) of each valid row's message."""
-    offsets = np.fromiter((m[3] for m in msgs), dtype=np.int64, count=len(msgs))
-    idx = np.searchsorted(offsets, valid.column("src_offset").to_numpy())
+def with_arrival_time(valid: pa.Table, offsets: list[int], timestamps_ms: list[int]) -> pa.Table:
+    """Add ``src_timestamp``, the Kafka timestamp (arrival time) of each valid row's message.
+
+    ``offsets`` (ascending) and ``timestamps_ms`` are those of every message of the batch.
+    """
+    idx = np.searchsorted(np.asarray(offsets, dtype=np.int64), valid.column("src_offset").to_numpy())
     ts = np.asarray(timestamps_ms, dtype=np.int64)[idx]
     return valid.append_column(pa.field("src_timestamp", pa.timestamp("ms", tz="UTC")), pa.array(ts).cast(
         pa.timestamp("ms", tz="UTC")))
