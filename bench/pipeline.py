@@ -2,9 +2,9 @@
 
 Runs on a private embedded stack (PostgreSQL, S3 endpoint, broker) started for the run. The events are
 generated, produced and landed first (not timed); then the timed part is exactly what the data DAG's
-tasks run: ``bronze.load``, ``silver.build`` and ``gold.build`` (one Spark session, as ``spark-submit``
-would start). The baseline loads landed rows into a table with pandas ``to_sql`` row inserts, on fewer
-rows (it is slow), compared in rows/s.
+tasks run: ``bronze.load``, ``silver.build`` and ``gold.build`` (in one Spark session; the DAG's total adds
+the second session start its two ``spark-submit`` tasks pay). The baseline loads landed rows into a table
+with pandas ``to_sql`` row inserts, on fewer rows (it is slow), compared in rows/s.
 
     python bench/pipeline.py [--events 1000000] [--baseline-rows 20000]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def lake_to_gold(settings: Settings) -> dict:
     for r in (b, s, g):
         print(r.summary(), flush=True)
     return {"rows": b.rows, "bronze": t1 - t0, "spark_start": t2 - t1, "silver": t3 - t2, "gold": t4 - t3,
-            "total": t4 - t0, "silver_rows": s.silver_rows, "features": g.features, "fact_events": g.fact_events}
+            "total": t4 - t0, "silver_rows": s.silver_rows, "features": g.features, "fact_events": g.fact_events,
+            "read_partitions": settings.spark.read_partitions}
 
 
 def naive_to_sql(settings: Settings, rows: int) -> dict:
@@ -92,17 +94,22 @@ def main() -> None:
     args = parser.parse_args()
     with private_stack() as settings:
         land(settings, args.events)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         ours = lake_to_gold(settings)
         print(f"lake to gold: {ours}", flush=True)
         naive = naive_to_sql(settings, args.baseline_rows)
         print(f"naive: {naive}", flush=True)
-    rate = ours["rows"] / ours["total"]
-    target = "met" if ours["total"] < 120 else "NOT met"
+    # the data DAG runs silver and gold as two spark-submit tasks: it pays the session start twice
+    dag_total = ours["total"] + ours["spark_start"]
+    rate = ours["rows"] / dag_total
+    target = "met" if dag_total < 120 else "NOT met"
     body = f"""## Lake to gold: bronze COPY + Spark silver + Spark gold (issue 5)
 
-Machine: {machine()}. Private embedded stack; {args.events:,} generated events landed first (10% invalid
+Machine: {machine()}; load average before the timed part {load} (the cores are
+shared). Private embedded stack; {args.events:,} generated events landed first (10% invalid
 go to dead letters, so {ours['rows']:,} rows reach bronze). Timed: exactly the data DAG's transform steps,
-Spark `local[*]`, one session.
+Spark `local[*]` in one session; the DAG runs silver and gold as separate `spark-submit` tasks, so its
+total counts the session start twice (GE checks between the layers are not timed).
 
 | step | seconds |
 |---|---:|
@@ -110,15 +117,22 @@ Spark `local[*]`, one session.
 | Spark session start | {ours['spark_start']:.1f} |
 | silver: dedup, lateness, sessions -> {ours['silver_rows']:,} events | {ours['silver']:.1f} |
 | gold: star schema ({ours['fact_events']:,} fact events) + {ours['features']:,} feature rows | {ours['gold']:.1f} |
-| **total** | **{ours['total']:.1f}** |
+| total, one session | {ours['total']:.1f} |
+| **estimated total as the DAG runs it (+ the measured session start again, for gold's own spark-submit)** | **{dag_total:.1f}** |
 
 | path | rows | seconds | rows/s |
 |---|---:|---:|---:|
-| shopstream lake -> gold (all three layers) | {ours['rows']:,} | {ours['total']:.1f} | {rate:,.0f} |
+| shopstream lake -> gold (all three layers, as the DAG runs it) | {ours['rows']:,} | {dag_total:.1f} | {rate:,.0f} |
 | naive: pandas `to_sql(method="multi")` into one table (baseline) | {naive['rows']:,} | {naive['seconds']:.1f} | {naive['rate']:,.0f} |
 
 Ratio: **{rate / naive['rate']:,.1f}x** the baseline's rows/s, while doing three layers instead of one
-plain insert. Target (1M events lake to gold under 2 minutes): **{target}**.
+plain insert. Target (1M events lake to gold under 2 minutes, as the DAG runs it): **{target}**.
+
+How (see docs/pipeline.md): each job reads PostgreSQL with {ours['read_partitions']} parallel JDBC queries (one per
+hash bucket of its key) instead of one, silver dedups and numbers sessions in one shuffle and cuts its four
+outputs from one cached pass, gold reads once and computes features over Arrow batches, and bronze
+downloads the next lake objects while it COPYs. Largest remaining costs: the COPY into the indexed
+`silver.events`, and the Spark reads and shuffles on two shared cores.
 """
     print(f"wrote {write_section('pipeline', body)}")
 

@@ -154,6 +154,9 @@ class SparkSettings(BaseModel):
     jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
     driver_memory: str = Field("2g", description="spark.driver.memory")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (small data, few cores)")
+    read_partitions: int = Field(
+        4, ge=1, description="parallel JDBC reads of a job's PostgreSQL input (one per hash bucket of a key)"
+    )
 
 
 class PipelineSettings(BaseModel):

@@ -88,17 +88,40 @@ def jdbc_url(settings: Settings) -> str:
     return f"jdbc:postgresql://{pg.host}:{pg.port}/{pg.warehouse_db}"
 
 
-def read_query(spark: SparkSession, settings: Settings, query: str, num_partitions: int = 1) -> DataFrame:
-    """Read the result of a SQL query over JDBC."""
+BUCKET_COLUMN = "_read_bucket"
+
+
+def read_query(spark: SparkSession, settings: Settings, query: str, bucket_by: str | None = None,
+               num_partitions: int | None = None) -> DataFrame:
+    """Read the result of a SQL query over JDBC.
+
+    Without ``bucket_by`` the query is one JDBC partition: one connection, one core. With it (a column of
+    the result), the read is ``num_partitions`` (default ``settings.spark.read_partitions``) queries run
+    in parallel, each returning the rows of one hash bucket of that column, so the buckets are disjoint and
+    complete and all rows with the same key arrive in the same partition.
+    """
     pg = settings.postgres
-    return (
+    reader = (
         spark.read.format("jdbc")
         .option("url", jdbc_url(settings))
         .option("driver", "org.postgresql.Driver")
         .option("user", pg.user)
         .option("password", pg.password.get_secret_value())
-        .option("query", query)
         .option("fetchsize", "20000")
         .option("sessionInitStatement", "set time zone 'UTC'")
+    )
+    n = num_partitions or settings.spark.read_partitions
+    if bucket_by is None or n == 1:
+        return reader.option("query", query).load()
+    # hashtext is int4: widen before abs() so -2^31 does not overflow
+    bucketed = (f"(select q.*, abs(hashtext(q.{bucket_by}::text)::bigint) % {n} as {BUCKET_COLUMN} "
+                f"from ({query}) q) as bucketed")
+    return (
+        reader.option("dbtable", bucketed)
+        .option("partitionColumn", BUCKET_COLUMN)
+        .option("lowerBound", "0")
+        .option("upperBound", str(n))
+        .option("numPartitions", str(n))
         .load()
+        .drop(BUCKET_COLUMN)
     )

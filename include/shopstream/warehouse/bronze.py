@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from shopstream.warehouse.copy import copy_arrow
 from shopstream.warehouse.ddl import ensure_schemas
 
 OBJECTS_PER_TRANSACTION = 50
+READ_THREADS = 4  # lake downloads in flight while the previous chunk is written
 
 
 @dataclass
@@ -44,33 +46,46 @@ def pending_objects(conn: psycopg.Connection, landed_before: datetime | None = N
 
 def load(settings: Settings, run_id: str, landed_before: datetime | None = None,
          on_progress: Callable[[int, int], None] | None = None) -> BronzeResult:
-    """Load every pending landed object; each object's delete + COPY + load record commit together."""
+    """Load every pending landed object; each object's delete + COPY + load record commit together.
+
+    Objects go in chunks of ``OBJECTS_PER_TRANSACTION``, one COPY and one transaction per chunk; the next
+    chunk is downloaded while one is written.
+    """
     t0 = time.monotonic()
     lake = minio_client(settings)
     bucket = settings.s3.lake_bucket
     rows = 0
-    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn, \
+            ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         ensure_schemas(conn)
         keys = pending_objects(conn, landed_before)
-        for i in range(0, len(keys), OBJECTS_PER_TRANSACTION):
-            chunk = keys[i:i + OBJECTS_PER_TRANSACTION]
-            tables = [_read(lake, bucket, key) for key in chunk]
+        chunks = [keys[i:i + OBJECTS_PER_TRANSACTION] for i in range(0, len(keys), OBJECTS_PER_TRANSACTION)]
+
+        def fetch(n: int) -> list[Future[pa.Table]]:
+            return [pool.submit(_read, lake, bucket, key) for key in chunks[n]] if n < len(chunks) else []
+
+        reads = fetch(0)
+        for n, chunk in enumerate(chunks):
+            tables = [f.result() for f in reads]
+            reads = fetch(n + 1)  # the next objects download while this chunk is written
+            loaded_at = datetime.now(UTC)
+            tagged = [
+                t.append_column("object_key", pa.array([key] * t.num_rows, pa.string()))
+                .append_column("loaded_at", pa.array([loaded_at] * t.num_rows, pa.timestamp("us", tz="UTC")))
+                for key, t in zip(chunk, tables, strict=True)
+            ]
             with conn.transaction():
                 conn.execute("delete from bronze.events where object_key = any(%s)", (chunk,))
-                loaded_at = datetime.now(UTC)
-                for key, table in zip(chunk, tables, strict=True):
-                    n = table.num_rows
-                    table = table.append_column("object_key", pa.array([key] * n, pa.string()))
-                    table = table.append_column("loaded_at", pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC")))
-                    copy_arrow(conn, "bronze.events", table)
-                    conn.execute(
+                copy_arrow(conn, "bronze.events", pa.concat_tables(tagged, promote_options="default"))
+                with conn.cursor() as cur:
+                    cur.executemany(
                         "insert into bronze.loads (object_key, rows, run_id) values (%s, %s, %s) "
                         "on conflict (object_key) do update set rows = excluded.rows, run_id = excluded.run_id, "
-                        "loaded_at = now()", (key, table.num_rows, run_id),
+                        "loaded_at = now()", [(key, t.num_rows, run_id) for key, t in zip(chunk, tables, strict=True)],
                     )
-                    rows += table.num_rows
+            rows += sum(t.num_rows for t in tables)
             if on_progress:
-                on_progress(min(i + OBJECTS_PER_TRANSACTION, len(keys)), len(keys))
+                on_progress(min((n + 1) * OBJECTS_PER_TRANSACTION, len(keys)), len(keys))
         hours = [r[0].isoformat() for r in conn.execute(
             "select distinct o.event_hour from bronze.loads l join ops.landed_objects o using (object_key) "
             "where l.run_id = %s order by 1", (run_id,),

@@ -9,10 +9,12 @@ the dimensions (new brands get new keys), delete-then-insert the facts and featu
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
+import pyarrow as pa
 
 from shopstream.features import FEATURE_COLUMNS, ID_COLUMNS, LABEL, user_feature_rows
 from shopstream.settings import Settings
@@ -148,24 +150,36 @@ def _features(events: DataFrame) -> DataFrame:
     cols = ["event_key", "event_time", "event_type", "product_id", "category_code", "brand", "price", "user_id",
             "user_session"]
 
-    def per_partition(rows):
-        import itertools
+    arrow_types = {T.StringType(): pa.string(), T.TimestampType(): pa.timestamp("us", tz="UTC"),
+                   T.LongType(): pa.int64(), T.IntegerType(): pa.int32(), T.DoubleType(): pa.float64(),
+                   T.BooleanType(): pa.bool_()}
+    arrow_schema = pa.schema([(f.name, arrow_types[f.dataType]) for f in schema.fields])
+
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Rows arrive sorted by user: replay each user's events (a user's rows may span batches)."""
         from datetime import UTC
 
-        for _, group in itertools.groupby(rows, key=lambda r: r["user_id"]):
-            events = []
-            for r in group:
-                d = r.asDict()
-                d["event_time"] = d["event_time"].replace(tzinfo=UTC) if d["event_time"].tzinfo is None \
-                    else d["event_time"]
+        user: list[dict] = []
+        out: list[dict] = []
+        for batch in batches:
+            for d in batch.to_pylist():
+                if user and d["user_id"] != user[0]["user_id"]:
+                    out.extend(user_feature_rows(user))
+                    user = []
+                if d["event_time"].tzinfo is None:
+                    d["event_time"] = d["event_time"].replace(tzinfo=UTC)
                 d["price"] = float(d["price"])
-                events.append(d)
-            for f in user_feature_rows(events):
-                f["event_time"] = f["event_time"].replace(tzinfo=None)
-                yield tuple(f[c.name] for c in schema.fields)
+                user.append(d)
+            if len(out) >= 10_000:
+                yield pa.RecordBatch.from_pylist(out, arrow_schema)
+                out = []
+        if user:
+            out.extend(user_feature_rows(user))
+        if out:
+            yield pa.RecordBatch.from_pylist(out, arrow_schema)
 
     ordered = events.select(*cols).repartition("user_id").sortWithinPartitions("user_id", "event_time", "event_key")
-    return events.sparkSession.createDataFrame(ordered.rdd.mapPartitions(per_partition), schema)
+    return ordered.mapInArrow(per_partition, schema)
 
 
 def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
@@ -181,14 +195,16 @@ def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
         return GoldResult(0, 0, 0, 0, 0.0, time.monotonic() - t0)
     in_hours = (f"event_time >= '{hours[0]}'::timestamptz and event_time < '{hours[-1]}'::timestamptz "
                 f"+ interval '1 hour' and event_hour = any({hours_literal(hours)})")
-    events = read_query(spark, settings, (
-        "select * from silver.events where user_id in "
-        f"(select distinct user_id from silver.events where {in_hours})"
-    )).cache()
-    day_events = read_query(spark, settings, (
-        "select event_date, category_id, brand, event_type, price, user_id from silver.events where event_date in "
-        f"(select distinct (h at time zone 'UTC')::date from unnest({hours_literal(hours)}) h)"
-    ))
+    # one read for both units of work: the affected users' whole history and all events of the affected dates
+    rows = read_query(spark, settings, (
+        f"with users as (select distinct user_id from silver.events where {in_hours}), "
+        f"days as (select distinct (h at time zone 'UTC')::date as day from unnest({hours_literal(hours)}) h) "
+        "select e.*, e.user_id in (select user_id from users) as of_user, "
+        "e.event_date in (select day from days) as of_day from silver.events e "
+        "where e.user_id in (select user_id from users) or e.event_date in (select day from days)"
+    ), bucket_by="user_id").cache()
+    events = rows.where("of_user").drop("of_user", "of_day")
+    day_events = rows.where("of_day").select("event_date", "category_id", "brand", "event_type", "price", "user_id")
     is_type = lambda t: F.when(F.col("event_type") == t, 1).otherwise(0)  # noqa: E731
     date_key = F.date_format("event_date", "yyyyMMdd").cast("int")
     staged = {
@@ -219,7 +235,7 @@ def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
     }
     arrow = {name: df.toArrow() for name, df in staged.items()}
     features = _features(events).toArrow()
-    events.unpersist()
+    rows.unpersist()
 
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn, conn.transaction():
         conn.execute(STAGING)

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 # an event stamped more than this after it arrived has a broken clock: rejected with a reason
 MAX_CLOCK_SKEW_S = 300
 
+# the bronze columns silver uses (not the lake object and load time)
+BRONZE_INPUT = [
+    "event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id",
+    "user_session", "event_key", "src_topic", "src_partition", "src_offset", "src_timestamp",
+]
 SILVER_COLUMNS = [
     "event_key", "event_time", "event_hour", "event_date", "event_type", "product_id", "category_id",
     "category_code", "category_l1", "category_l2", "category_l3", "brand", "price", "user_id", "user_session",
@@ -82,15 +87,18 @@ def affected_hours(conn: psycopg.Connection, run_id: str, start: str | None = No
     return [r[0].isoformat() for r in rows]
 
 
-def transform(bronze: DataFrame, bound_s: int) -> dict[str, DataFrame]:
-    """Bronze rows of whole sessions -> silver events, late events, rejected events and sessions."""
+def deduplicate(bronze: DataFrame) -> DataFrame:
+    """One row per ``event_key``: its first arrival, with ``copies``, ``arrival_time``, raw lateness and hour."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    by_key = Window.partitionBy("event_key")
+    # event_key hashes user_session, so grouping by (user_session, event_key) is grouping by event_key; with
+    # the rows distributed by session, the session window in transform() needs no second shuffle
+    by_key = Window.partitionBy("user_session", "event_key")
     first_arrival = by_key.orderBy("src_timestamp", "src_partition", "src_offset")
-    df = (
-        bronze.withColumn("copies", F.count(F.lit(1)).over(by_key))
+    return (
+        bronze.repartition("user_session")
+        .withColumn("copies", F.count(F.lit(1)).over(by_key))
         .withColumn("rn", F.row_number().over(first_arrival))
         .where("rn = 1")
         .drop("rn")
@@ -101,25 +109,25 @@ def transform(bronze: DataFrame, bound_s: int) -> dict[str, DataFrame]:
         )
         .withColumn("event_hour", F.date_trunc("hour", "event_time"))
     )
-    skewed = F.col("lateness_raw") < -MAX_CLOCK_SKEW_S
-    rejected = df.where(skewed).select(
-        "src_topic", "src_partition", "src_offset", "event_key", "user_session", "event_hour",
-        F.lit("event_after_arrival").alias("reason"),
-        F.concat(F.lit("event_time "), F.col("event_time").cast("string"), F.lit(" is "),
-                 (-F.col("lateness_raw")).cast("string"), F.lit(f"s after its arrival (max skew {MAX_CLOCK_SKEW_S}s)"))
-        .alias("detail"),
-    )
-    ok = df.where(~skewed).withColumn("lateness_s", F.greatest(F.col("lateness_raw"), F.lit(0)))
-    is_late = F.col("lateness_s") >= F.lit(bound_s)
-    late = ok.where(is_late).select(
-        "event_key", "event_time", "event_hour", "event_type", "product_id",
-        F.col("price").cast("decimal(12,2)").alias("price"), "user_id", "user_session", "arrival_time",
-        "lateness_s", F.lit(bound_s).cast("long").alias("bound_s"),
-    )
+
+
+def classify(df: DataFrame, bound_s: int) -> DataFrame:
+    """Deduplicated rows -> each one's ``kind`` (event, late, rejected), typed columns and ``session_seq``.
+
+    ``session_seq`` numbers the events (kind ``event``) of a session; the window runs on the distribution
+    by session that :func:`deduplicate` made, so classifying costs no shuffle.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     levels = F.split(F.col("category_code"), r"\.")
-    in_session = Window.partitionBy("user_session").orderBy("event_time", "event_key")
-    events = (
-        ok.where(~is_late)
+    lateness = F.greatest(F.col("lateness_raw"), F.lit(0))
+    kind = (F.when(F.col("lateness_raw") < -MAX_CLOCK_SKEW_S, "rejected")
+            .when(lateness >= F.lit(bound_s), "late").otherwise("event"))
+    in_session = Window.partitionBy("user_session", "kind").orderBy("event_time", "event_key")
+    return (
+        df.withColumn("kind", kind)
+        .withColumn("lateness_s", lateness)
         .withColumn("category_code", F.when(F.col("category_code") == "", None).otherwise(F.col("category_code")))
         .withColumn("brand", F.when(F.col("brand") == "", None).otherwise(F.col("brand")))
         .withColumn("category_l1", F.when(F.col("category_code").isNotNull(), levels.getItem(0)))
@@ -131,8 +139,25 @@ def transform(bronze: DataFrame, bound_s: int) -> dict[str, DataFrame]:
         .withColumn("event_date", F.to_date("event_time"))
         .withColumn("price", F.col("price").cast("decimal(12,2)"))
         .withColumn("session_seq", F.row_number().over(in_session))
-        .select(*SILVER_COLUMNS)
     )
+
+
+def transform(classified: DataFrame, bound_s: int) -> dict[str, DataFrame]:
+    """Classified rows of whole sessions -> silver events, late events, rejected events and sessions."""
+    from pyspark.sql import functions as F
+
+    rejected = classified.where("kind = 'rejected'").select(
+        "src_topic", "src_partition", "src_offset", "event_key", "user_session", "event_hour",
+        F.lit("event_after_arrival").alias("reason"),
+        F.concat(F.lit("event_time "), F.col("event_time").cast("string"), F.lit(" is "),
+                 (-F.col("lateness_raw")).cast("string"), F.lit(f"s after its arrival (max skew {MAX_CLOCK_SKEW_S}s)"))
+        .alias("detail"),
+    )
+    late = classified.where("kind = 'late'").select(
+        "event_key", "event_time", "event_hour", "event_type", "product_id", "price", "user_id", "user_session",
+        "arrival_time", "lateness_s", F.lit(bound_s).cast("long").alias("bound_s"),
+    )
+    events = classified.where("kind = 'event'").select(*SILVER_COLUMNS)
     sessions = events.groupBy("user_session").agg(
         F.min("user_id").alias("user_id"),
         F.min("event_time").alias("session_start"),
@@ -153,6 +178,8 @@ def transform(bronze: DataFrame, bound_s: int) -> dict[str, DataFrame]:
 def build(spark: SparkSession, settings: Settings, run_id: str, start: str | None = None,
           end: str | None = None) -> SilverResult:
     """Rebuild silver for the sessions of this run's affected hours; one transaction."""
+    from pyspark.sql import functions as F
+
     t0 = time.monotonic()
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
         ensure_schemas(conn, only=("bronze", "silver"))
@@ -160,16 +187,19 @@ def build(spark: SparkSession, settings: Settings, run_id: str, start: str | Non
     if not hours:
         return SilverResult(0, 0, 0, 0, 0, 0, 0, [], time.monotonic() - t0)
     bronze = read_query(spark, settings, (
-        "select b.* from bronze.events b where b.user_session in ("
+        f"select {', '.join(f'b.{c}' for c in BRONZE_INPUT)} from bronze.events b where b.user_session in ("
         "select distinct user_session from bronze.events "
         f"where event_time >= '{hours[0]}'::timestamptz and event_time < '{hours[-1]}'::timestamptz + interval '1 hour' "
         f"and date_trunc('hour', event_time, 'UTC') = any({hours_literal(hours)}))"
-    )).cache()
-    frames = transform(bronze, settings.pipeline.lateness_bound_s)
+    ), bucket_by="user_session")
+    # one pass (one shuffle, by session) computes every row's outcome; the outputs are cheap cuts of it
+    classified = classify(deduplicate(bronze), settings.pipeline.lateness_bound_s).cache()
+    frames = transform(classified, settings.pipeline.lateness_bound_s)
     tables = {name: df.toArrow() for name, df in frames.items()}
-    sessions = bronze.select("user_session").distinct().toArrow()
-    bronze_rows = bronze.count()
-    bronze.unpersist()
+    # every bronze row is one copy of a kept key, and every session keeps at least one row
+    sessions = classified.select("user_session").distinct().toArrow()
+    bronze_rows = classified.agg(F.sum("copies")).first()[0] or 0
+    classified.unpersist()
 
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn, conn.transaction():
         conn.execute("create temp table touched_sessions (user_session text primary key) on commit drop")
