@@ -91,6 +91,7 @@ class ReliableSender:
         self._failed: dict[int, KafkaError] = {}  # seq -> error reported by the current producer
         self._seq = 0
         self._report = self._on_delivery
+        self._lost_report = False  # a report raised instead of reaching us: the drain cannot be trusted
 
     @property
     def pending(self) -> int:
@@ -124,10 +125,7 @@ class ReliableSender:
                 self.producer.produce(topic, value, key, on_delivery=partial(self._report, seq), **kwargs)
                 return True
             except BufferError:  # local queue full: let deliveries drain
-                try:
-                    self.producer.poll(0.05)
-                except SystemError:  # a failure report (see _serve): it was recorded
-                    pass
+                self._served(self.producer.poll, 0.05)
                 if self._failed:
                     self._failed[seq] = KafkaError(KafkaError._FATAL, "not sent: the producer failed")
                     return False
@@ -140,10 +138,7 @@ class ReliableSender:
 
     def poll(self) -> None:
         """Serve delivery reports; restart and re-send if the producer died."""
-        try:
-            self.producer.poll(0)
-        except SystemError:  # a failure report (see _serve): it was recorded
-            pass
+        self._served(self.producer.poll, 0)
         if self._failed:
             self._recover()
 
@@ -169,11 +164,30 @@ class ReliableSender:
         """
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                return self.producer.flush(max(deadline - time.monotonic(), 0))
-            except SystemError:
-                if time.monotonic() >= deadline:
-                    return len(self.producer)
+            ok, remaining = self._served(self.producer.flush, max(deadline - time.monotonic(), 0))
+            if ok:
+                return remaining
+            if self._lost_report or time.monotonic() >= deadline:
+                return len(self.producer)
+
+    def _served(self, call: Callable[[float], int], timeout: float) -> tuple[bool, int]:
+        """``poll`` or ``flush`` the producer; (True, its result), or (False, 0) when a report raised.
+
+        ``SystemError``: a failure report our callback already recorded (see :meth:`_serve`). A fatal or
+        recoverable ``KafkaException`` instead of a report: some message's fate is unknown, so the producer
+        counts as failed and everything not proven stored is sent again (:meth:`_recover`).
+        """
+        try:
+            return True, call(timeout)
+        except SystemError:
+            return False, 0
+        except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is None or not (err.fatal() or err.code() in _RECOVERABLE):
+                raise
+            self._lost_report = True
+            self._failed.setdefault(-1, err)  # -1: no message of ours; marks the producer dead
+            return False, 0
 
     def _drain(self) -> bool:
         """Get a report for every message of the dead producer; True if it answered for all."""
@@ -188,7 +202,7 @@ class ReliableSender:
     def _recover(self) -> None:
         """Replace a dead producer and send every message not proven stored again, in order."""
         while True:
-            complete = self._drain()
+            complete = self._drain() and not self._lost_report
             bad = [e for e in self._failed.values() if not (e.fatal() or e.code() in _RECOVERABLE)]
             if bad:
                 raise KafkaException(f"{len(self._failed)} message(s) failed; first error: {bad[0]}")
@@ -202,7 +216,7 @@ class ReliableSender:
             log.warning("producer failed (%s): restarting, re-sending %d message(s)", first, len(backlog))
             self.restarts += 1
             self.resent += len(backlog)
-            self._pending, self._failed = {}, {}
+            self._pending, self._failed, self._lost_report = {}, {}, False
             self.producer = self.factory()
             alive = True
             for entry in backlog:
