@@ -112,6 +112,23 @@ class KafkaSettings(BaseModel):
         """confluent-kafka configuration for this broker."""
         return {"bootstrap.servers": self.bootstrap_servers, **extra}
 
+    def stream_consumer_config(self, group: str, **extra: Any) -> dict[str, Any]:
+        """A consumer of a long-running service: its own offsets (no auto commit), from the earliest message,
+        end-of-partition events (for --until-idle), a fast group join and fetches the embedded broker can encode."""
+        return self.client_config(**{
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            # a joining member waits about half of this for the group to settle (Tansu 0.6 and Kafka's
+            # initial rebalance delay); 6 s is Kafka's minimum and heartbeats run in the background
+            "session.timeout.ms": 6000,
+            # larger fetches overflow the embedded broker's response encoding (Tansu 0.6: SansIo Overflow)
+            "fetch.max.bytes": 8 * 2**20,
+            "max.partition.fetch.bytes": 2 * 2**20,
+            **extra,
+        })
+
 
 class MlflowSettings(BaseModel):
     """The MLflow tracking server and model registry."""

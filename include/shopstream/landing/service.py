@@ -109,21 +109,7 @@ class LandingService:
         self.bucket = settings.s3.lake_bucket
         self.db = psycopg.connect(settings.postgres.dsn(), autocommit=True)
         manifest.ensure_schema(self.db)
-        self.consumer = Consumer(
-            k.client_config(**{
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-                # a joining member waits about half of this for the group to settle (Tansu 0.6 and Kafka's
-                # initial rebalance delay); 6 s is Kafka's minimum and heartbeats run in the background
-                "session.timeout.ms": 6000,
-                # larger fetches overflow the embedded broker's response encoding (Tansu 0.6: SansIo Overflow)
-                "fetch.max.bytes": 8 * 2**20,
-                "max.partition.fetch.bytes": 2 * 2**20,
-                "queued.max.messages.kbytes": 256 * 1024,
-            })
-        )
+        self.consumer = Consumer(k.stream_consumer_config(self.group, **{"queued.max.messages.kbytes": 256 * 1024}))
         self.producer = ReliableSender(lambda: make_producer(settings))
         import pandas  # noqa: F401 - pyarrow imports it on first use (~1.5 s): pay that now, not in a batch
 

@@ -143,17 +143,8 @@ class FeatureStoreConsumer:
         self.offsets_key = self.keys.offsets(self.group, self.topic)
         self.bound_s = settings.pipeline.lateness_bound_s
         self.on_batch = on_batch
-        self.consumer = Consumer(settings.kafka.client_config(**{
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "session.timeout.ms": 10000,
-            # as the landing service: larger fetches overflow the embedded broker's response encoding
-            "fetch.max.bytes": 8 * 2**20,
-            "max.partition.fetch.bytes": 2 * 2**20,
-            "queued.max.messages.kbytes": 128 * 1024,
-        }))
+        self.consumer = Consumer(settings.kafka.stream_consumer_config(
+            self.group, **{"session.timeout.ms": 10000, "queued.max.messages.kbytes": 128 * 1024}))
         self.stats = ConsumerStats()
         self._stopping = threading.Event()
         self._assigned: set[int] = set()
