@@ -66,41 +66,76 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Health, address, PIDs and memory of each service."""
+    """Health, address, PIDs and memory of each service; per-partition consumer lag (exit 1 if a consumer is stuck)."""
     from shopstream.stack.supervisor import Stack
 
     s = _settings()
     stack = Stack(s)
     rows = _print_status(stack)
     states = {r.name: r.state for r in rows}
+    past_end = False
     if states.get("postgres") == "healthy" and states.get("broker") == "healthy":
-        _print_stream_metrics(s)
-    if any(r.state != "healthy" for r in rows):
+        past_end = _print_stream_metrics(s, features=states.get("redis") == "healthy")
+    if past_end or any(r.state != "healthy" for r in rows):
         raise typer.Exit(1)
 
 
-def _print_stream_metrics(s: Settings) -> None:
-    """Consumer lag of the landing group, events landed and rejected by reason."""
+def _print_stream_metrics(s: Settings, features: bool = False) -> bool:
+    """Per-partition lag of the landing group (and the feature-store consumer), events landed and rejected.
+
+    True if a group's offset is past its partition's log end (flagged in red).
+    """
     import psycopg
 
     from shopstream.landing import manifest
     from shopstream.landing.service import lag
 
+    groups = []
     try:
-        lags = lag(s)
+        groups.append((f"landing group {s.kafka.landing_group}", lag(s)))
     except Exception as e:  # noqa: BLE001 - metrics are informative only
-        lags = {}
-        console.print(f"[yellow]consumer lag unavailable: {e}[/yellow]")
+        console.print(f"[yellow]landing lag unavailable: {e}[/yellow]")
+    if features:
+        try:
+            groups.append((f"feature-store group {s.serving.consumer_group}", _features_lag(s)))
+        except Exception as e:  # noqa: BLE001
+            console.print(f"[yellow]feature-store lag unavailable: {e}[/yellow]")
+    past_end = False
+    for title, rows in groups:
+        table = Table(title=f"{title} on {s.kafka.raw_topic}")
+        for col in ("partition", "log end", "committed", "lag", ""):
+            table.add_column(col, justify="right" if col else "left")
+        for r in rows:
+            flag = "[red]PAST LOG END: the consumer stops[/red]" if r.past_end else ""
+            past_end |= r.past_end
+            table.add_row(str(r.partition), f"{r.end:,}", "-" if r.committed is None else f"{r.committed:,}",
+                          f"{r.lag:,}", flag)
+        table.caption = f"total lag {sum(max(r.lag, 0) for r in rows):,}" if rows else "topic not created yet"
+        console.print(table)
     with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn:
         manifest.ensure_schema(conn)
         totals = manifest.totals(conn)
     reasons = ", ".join(f"{k}={v:,}" for k, v in totals["rejected"].items()) or "none"
     console.print(
-        f"stream: lag of group {s.kafka.landing_group} on {s.kafka.raw_topic}: "
-        f"{sum(lags.values()):,} ({', '.join(f'p{p}={n:,}' for p, n in sorted(lags.items())) or 'no partitions'}); "
-        f"landed {totals['events']:,} events in {totals['event_objects']:,} objects; "
+        f"stream: landed {totals['events']:,} events in {totals['event_objects']:,} objects; "
         f"rejected {sum(totals['rejected'].values()):,} ({reasons})"
     )
+    if past_end:
+        console.print("[red]A committed offset is past its partition's log end: the broker's log went backwards. "
+                      "See docs/operations.md, section \"A consumer stops: committed offset past the log end\".[/red]")
+    return past_end
+
+
+def _features_lag(s: Settings) -> list:
+    from shopstream.landing.service import group_lag
+    from shopstream.serving.feature_store import Keys, connect
+
+    client = connect(s)
+    try:
+        stored = client.hgetall(Keys(s.redis.key_prefix).offsets(s.serving.consumer_group, s.kafka.raw_topic))
+    finally:
+        client.close()
+    return group_lag(s, s.kafka.raw_topic, {int(p): int(o) for p, o in stored.items()}, s.serving.consumer_group)
 
 
 def _print_status(stack) -> list:

@@ -62,9 +62,11 @@ class PostgresSettings(BaseModel):
 class S3Settings(BaseModel):
     """The S3 endpoint: MinIO in docker-compose, a disk-backed stand-in in the embedded stack."""
 
-    endpoint_url: str = Field("http://127.0.0.1:19000", description="S3 endpoint (MinIO, or the embedded s3rver)")
-    access_key: str = Field("S3RVER", description="S3 access key (s3rver accepts only S3RVER)")
-    secret_key: SecretStr = Field(SecretStr("S3RVER"), description="S3 secret key")
+    endpoint_url: str = Field("http://127.0.0.1:19000", description="S3 endpoint (MinIO, or the embedded SeaweedFS)")
+    access_key: str = Field(
+        "shopstream", description="S3 access key (the embedded SeaweedFS accepts only this key and its secret)"
+    )
+    secret_key: SecretStr = Field(SecretStr("shopstream-s3-secret"), description="S3 secret key")
     region: str = Field("us-east-1", description="S3 region name")
     lake_bucket: str = Field("shopstream-lake", description="bucket of landed events, dead letters and DQ reports")
     mlflow_bucket: str = Field("shopstream-mlflow", description="bucket of MLflow artifacts")

@@ -9,6 +9,10 @@ A crash between 1 and 3 leaves an intent: on partition assignment ``recover`` de
 were never in the manifest) and the partition resumes from its recorded next offset. Nothing is lost
 (offsets advance only with the manifest) and nothing lands twice (orphans are removed, re-landed
 objects get the same names).
+
+A key is landed once: objects are written create-only and a manifest row is never replaced, so an
+offset range handed out again by the broker is an error (the landing checks ``landed_keys`` before the
+intent), not an overwrite.
 """
 
 from __future__ import annotations
@@ -84,6 +88,15 @@ def pending_intents(
     ).fetchall()
 
 
+def landed_keys(conn: psycopg.Connection, keys: Sequence[str]) -> dict[str, object]:
+    """Those of ``keys`` the manifest holds, with when they landed."""
+    if not keys:
+        return {}
+    return dict(conn.execute(
+        "select object_key, landed_at from ops.landed_objects where object_key = any(%s)", (list(keys),)
+    ).fetchall())
+
+
 def clear_intent(conn: psycopg.Connection, group: str, topic: str, partition: int) -> None:
     with conn.transaction():
         conn.execute(
@@ -114,9 +127,7 @@ def commit(
         with conn.cursor() as cur:
             cur.executemany(
                 "insert into ops.landed_objects (object_key, kind, topic, kafka_partition, first_offset, "
-                "last_offset, event_hour, rows, bytes, reasons) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "on conflict (object_key) do update set rows = excluded.rows, bytes = excluded.bytes, "
-                "reasons = excluded.reasons, landed_at = now()",
+                "last_offset, event_hour, rows, bytes, reasons) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (o.key, o.kind, o.topic, o.partition, o.first_offset, o.last_offset, o.hour, o.rows,
                      len(o.data), orjson.dumps(o.reasons).decode() if o.reasons else None)

@@ -31,7 +31,7 @@ from shopstream.events.validation import Rejection, validate_batch
 from shopstream.landing import manifest
 from shopstream.landing.writer import LakeObject, deadletter_objects, event_objects
 from shopstream.settings import Settings
-from shopstream.stack.s3 import minio_client
+from shopstream.stack.s3 import ObjectExists, minio_client, put_if_absent, s3_client
 
 log = logging.getLogger("shopstream.landing")
 
@@ -47,6 +47,7 @@ class LandingConfig:
     poll_batch: int = 10_000
     upload_threads: int = 8
     notify: bool = True  # publish a landed notification per batch (the data DAG's asset watcher listens)
+    end_check_s: float = 30.0  # idle this long: check that no position is past its partition's log end
 
 
 @dataclass
@@ -106,6 +107,7 @@ class LandingService:
         self.topic = k.raw_topic
         self.group = k.landing_group
         self.lake = minio_client(settings)
+        self.s3 = s3_client(settings)  # create-only writes (If-None-Match) of new lake objects
         self.bucket = settings.s3.lake_bucket
         self.db = psycopg.connect(settings.postgres.dsn(), autocommit=True)
         manifest.ensure_schema(self.db)
@@ -120,6 +122,8 @@ class LandingService:
         self._buffered = 0
         self._buf_since: float | None = None
         self._assigned_at = 0.0
+        self._positions = PositionGuard(settings, self.topic, self.group, "the manifest (ops.landing_offsets)",
+                                        self.config.end_check_s)
 
     # ----------------------------------------------------------------- lifecycle
     def request_stop(self, *_: object) -> None:
@@ -141,13 +145,19 @@ class LandingService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ids = [p.partition for p in partitions]
         for partition, keys in manifest.pending_intents(self.db, self.group, self.topic, ids):
-            # a batch that crashed before its manifest commit: its objects are orphans
+            # a batch that crashed before its manifest commit: its objects are orphans (never an object the
+            # manifest holds: such a key in an intent can only come from a repeated offset range)
+            landed = manifest.landed_keys(self.db, keys)
             for key in keys:
-                self.lake.remove_object(self.bucket, key)
+                if key not in landed:
+                    self.lake.remove_object(self.bucket, key)
             manifest.clear_intent(self.db, self.group, self.topic, partition)
             self.stats.recovered_intents += 1
-            log.warning("partition %s: removed %d objects of an interrupted batch", partition, len(keys))
+            log.warning("partition %s: removed %d objects of an interrupted batch%s", partition,
+                        len(keys) - len(landed), f" (kept {len(landed)} the manifest holds)" if landed else "")
         stored = manifest.stored_offsets(self.db, self.group, self.topic)
+        if not self._positions.assigned(consumer, partitions, stored):
+            return  # an offset is past its log end: nothing is assigned, run() raises
         for p in partitions:
             p.offset = stored.get(p.partition, OFFSET_STORED)
         self._assigned.update(ids)
@@ -171,6 +181,7 @@ class LandingService:
             while not self._stopping.is_set():
                 msgs = self.consumer.consume(num_messages=cfg.poll_batch, timeout=0.5)
                 now = time.monotonic()
+                self._positions.check(now, last_msg, self._assigned)  # raises OffsetPastLogEnd
                 n = self._buffer(msgs, eof) if msgs else 0
                 if n:
                     self._buffered += n
@@ -194,6 +205,7 @@ class LandingService:
                         )
                     if self._assigned and now - max(last_msg, self._assigned_at) > cfg.idle_timeout_s:
                         self.flush()
+                        self._positions.check(now, last_msg, self._assigned, force=not drained)
                         break
             self.flush()
         finally:
@@ -217,6 +229,7 @@ class LandingService:
             buf.values += [m.value() for m in run]
             buf.offsets += [m.offset() for m in run]
             buf.timestamps += [m.timestamp()[1] for m in run]
+            self._positions.next[p] = buf.offsets[-1] + 1
             eof.discard(p)
         for m in errors:
             err = m.error()
@@ -257,6 +270,9 @@ class LandingService:
             n_msgs += len(buf.offsets)
             n_valid += res.valid.num_rows
 
+        landed = manifest.landed_keys(self.db, [o.key for o in objects])
+        if landed:  # before the intent: recovery must never remove an object the manifest holds
+            raise RepeatedOffsets(self.topic, [(o, landed[o.key]) for o in objects if o.key in landed])
         manifest.begin(self.db, self.group, self.topic, intents)
         self._upload(objects)
         self._dead_letter(rejected)
@@ -285,12 +301,17 @@ class LandingService:
             self.on_batch(s)
 
     def _upload(self, objects: list[LakeObject]) -> None:
-        import io
+        """Write the batch's objects create-only: an object already in the lake is never replaced."""
 
         def put(o: LakeObject) -> None:
-            self.lake.put_object(
-                self.bucket, o.key, io.BytesIO(o.data), len(o.data), content_type="application/vnd.apache.parquet"
-            )
+            try:
+                put_if_absent(self.s3, self.bucket, o.key, o.data, "application/vnd.apache.parquet")
+            except ObjectExists as e:
+                raise ObjectExists(
+                    f"{e}. Partition {o.partition} offsets {o.first_offset}-{o.last_offset} of {self.topic!r} "
+                    f"name an object the lake already has but the manifest does not: the batch is not landed "
+                    f"(see docs/operations.md, section \"The landing stops\")."
+                ) from None
 
         with ThreadPoolExecutor(self.config.upload_threads) as pool:
             list(pool.map(put, objects))
@@ -371,13 +392,127 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[i
         c.close()
 
 
-def lag(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
-    """Messages of the raw topic not yet landed, per partition (end offset minus committed offset)."""
-    k = settings.kafka
-    ends = end_offsets(settings, k.raw_topic, timeout)
-    c = Consumer(k.client_config(**{"group.id": k.landing_group, "enable.auto.commit": False}))
+def committed_offsets(settings: Settings, topic: str, group: str, partitions: list[int],
+                      timeout: float = 10.0) -> dict[int, int]:
+    """The group's offsets committed in Kafka for these partitions (those with a commit)."""
+    c = Consumer(settings.kafka.client_config(**{"group.id": group, "enable.auto.commit": False}))
     try:
-        committed = c.committed([TopicPartition(k.raw_topic, p) for p in ends], timeout=timeout)
-        return {tp.partition: ends[tp.partition] - max(tp.offset, 0) for tp in committed}
+        got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+        return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
     finally:
         c.close()
+
+
+@dataclass
+class PartitionLag:
+    """One partition as a consumer group sees it: log end, the offset the group resumes from, lag."""
+
+    partition: int
+    end: int
+    committed: int | None  # None: the group has no offset for it yet (it starts at the beginning)
+
+    @property
+    def past_end(self) -> bool:
+        """The group's offset is past the log end: the log went backwards, the consumer stops."""
+        return self.committed is not None and self.committed > self.end
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+def group_lag(settings: Settings, topic: str, stored: dict[int, int], group: str | None = None,
+              timeout: float = 10.0) -> list[PartitionLag]:
+    """Every partition of ``topic`` with its true end and the group's offset (``stored``, else its Kafka commit)."""
+    ends = end_offsets(settings, topic, timeout)
+    offsets = {p: off for p, off in stored.items() if p in ends}
+    missing = [p for p in ends if p not in offsets]
+    if group and missing:
+        offsets.update(committed_offsets(settings, topic, group, missing, timeout))
+    return [PartitionLag(p, end, offsets.get(p)) for p, end in sorted(ends.items())]
+
+
+def lag(settings: Settings, timeout: float = 10.0) -> list[PartitionLag]:
+    """The landing group on the raw topic, per partition; its offsets are the manifest's (else Kafka's commit)."""
+    k = settings.kafka
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
+        manifest.ensure_schema(conn)
+        stored = manifest.stored_offsets(conn, k.landing_group, k.raw_topic)
+    return group_lag(settings, k.raw_topic, stored, k.landing_group, timeout)
+
+
+class OffsetPastLogEnd(RuntimeError):
+    """A consumer group's offset is past its partition's log end: the broker's log went backwards."""
+
+    def __init__(self, topic: str, group: str, bad: list[PartitionLag], source: str) -> None:
+        self.topic, self.group, self.partitions = topic, group, bad
+        parts = "; ".join(f"partition {b.partition}: committed offset {b.committed:,}, log end {b.end:,}" for b in bad)
+        super().__init__(
+            f"consumer group {group!r} on topic {topic!r}: {parts} (offsets from {source}). The committed offset "
+            f"is past the partition's log end, so the broker's log went backwards (its storage was reset or lost, "
+            f"or its S3 endpoint ignored conditional writes): reading on would wait for offsets not written yet "
+            f"and miss the messages now below them. Stopping; see docs/operations.md, section \"A consumer stops: "
+            f"committed offset past the log end\"."
+        )
+
+
+class RepeatedOffsets(RuntimeError):
+    """A batch's offset range was landed before: the broker handed the same offsets out again."""
+
+    def __init__(self, topic: str, hits: list[tuple[LakeObject, object]]) -> None:
+        o, at = hits[0]
+        super().__init__(
+            f"partition {o.partition} offsets {o.first_offset:,}-{o.last_offset:,} of {topic!r} were landed before: "
+            f"{o.key} is in the manifest since {at} ({len(hits)} object(s) of this batch are). The broker handed "
+            f"these offsets out again, so its log went backwards. Nothing was overwritten and the batch is not "
+            f"landed; see docs/operations.md, section \"The landing stops\"."
+        )
+
+
+class PositionGuard:
+    """Stops a stream consumer that would idle on a log that went backwards.
+
+    On assignment the offsets a group resumes from (``stored``, else its Kafka commit) are compared with the
+    partitions' true ends; while consuming, a consumer idle for ``interval_s`` compares its next offsets
+    (``next``, kept by the consumer) again. A position past the end raises :class:`OffsetPastLogEnd`.
+    """
+
+    def __init__(self, settings: Settings, topic: str, group: str, source: str, interval_s: float = 30.0) -> None:
+        self.settings, self.topic, self.group, self.source = settings, topic, group, source
+        self.interval_s = interval_s
+        self.next: dict[int, int] = {}
+        self.error: OffsetPastLogEnd | None = None
+        self._last_check = time.monotonic()
+
+    def assigned(self, consumer: Consumer, partitions: list[TopicPartition], stored: dict[int, int]) -> bool:
+        """Check the offsets newly assigned partitions resume from; False (and ``error`` set) if one is past the end."""
+        ids = [p.partition for p in partitions]
+        try:
+            rows = group_lag(self.settings, self.topic, {p: stored[p] for p in ids if p in stored}, self.group)
+        except Exception as e:  # noqa: BLE001 - checked again once idle
+            log.warning("could not read the log ends of %s to check the resume offsets: %s", self.topic, e)
+            return True
+        bad = [r for r in rows if r.partition in ids and r.past_end]
+        if bad:
+            self.error = OffsetPastLogEnd(self.topic, self.group, bad, self.source)
+            log.error("%s", self.error)
+            return False
+        self.next.update({r.partition: r.committed for r in rows if r.partition in ids and r.committed is not None})
+        return True
+
+    def check(self, now: float, last_msg: float, assigned: set[int], force: bool = False) -> None:
+        """Raise the assignment's error, or (idle for ``interval_s``, or ``force``) one found now."""
+        if self.error is not None:
+            raise self.error
+        if not assigned or (not force and now - max(last_msg, self._last_check) < self.interval_s):
+            return
+        self._last_check = now
+        positions = {p: off for p, off in self.next.items() if p in assigned}
+        try:
+            ends = end_offsets(self.settings, self.topic)
+        except Exception as e:  # noqa: BLE001 - a busy broker: try again at the next idle interval
+            log.warning("could not read the log ends of %s: %s", self.topic, e)
+            return
+        bad = [PartitionLag(p, ends[p], off) for p, off in sorted(positions.items()) if p in ends and off > ends[p]]
+        if bad:
+            raise OffsetPastLogEnd(self.topic, self.group, bad, "its position")

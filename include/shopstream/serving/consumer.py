@@ -17,7 +17,8 @@ others back, and an event waits at most ``SHOPSTREAM_SERVING__MAX_HOLD_S`` for a
 
 Exactly once: a batch's state, dedupe keys, feature records and the partitions' next offsets are written in
 one Redis transaction; on (re)assignment a partition resumes from the offset Redis holds (Kafka's commit is
-a copy for lag tooling). Events read again after a crash are dropped by their dedupe keys.
+a copy for lag tooling). Events read again after a crash are dropped by their dedupe keys. An offset past
+its partition's log end (the broker's log went backwards) stops the consumer with an error naming it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 
 from shopstream.events.validation import validate_batch
+from shopstream.landing.service import PositionGuard
 from shopstream.serving.feature_store import (
     ApplyResult,
     Event,
@@ -61,6 +63,7 @@ class ConsumerConfig:
     idle_timeout_s: float = 10.0      # --until-idle: stop after this long with nothing new
     assign_timeout_s: float = 60.0    # --until-idle: fail if no partition is assigned by then
     poll_batch: int = 5000
+    end_check_s: float = 30.0         # idle this long: check that no position is past its partition's log end
 
     @classmethod
     def of(cls, settings: Settings, **overrides) -> ConsumerConfig:
@@ -158,6 +161,8 @@ class FeatureStoreConsumer:
         self._written: dict[int, int] = {}        # offsets last recorded
         self._last_flush = time.monotonic()
         self._assigned_at = 0.0
+        self._positions = PositionGuard(settings, self.topic, self.group, f"Redis ({self.offsets_key})",
+                                        self.config.end_check_s)
 
     # ----------------------------------------------------------------- lifecycle
     def request_stop(self, *_: object) -> None:
@@ -176,9 +181,11 @@ class FeatureStoreConsumer:
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self.redis.hgetall(self.offsets_key)
+        stored = {int(p): int(off) for p, off in self.redis.hgetall(self.offsets_key).items()}
+        if not self._positions.assigned(consumer, partitions, stored):
+            return  # an offset is past its log end: nothing is assigned, run() raises
         for p in partitions:
-            p.offset = int(stored[str(p.partition)]) if str(p.partition) in stored else OFFSET_STORED
+            p.offset = stored.get(p.partition, OFFSET_STORED)
         self._assigned.update(p.partition for p in partitions)
         self._assigned_at = time.monotonic()
         consumer.assign(partitions)
@@ -206,6 +213,8 @@ class FeatureStoreConsumer:
             while not self._stopping.is_set():
                 msgs = self.consumer.consume(num_messages=cfg.poll_batch, timeout=0.1)
                 now = time.monotonic()
+                self._positions.next.update(self._next)
+                self._positions.check(now, last_msg, self._assigned)  # raises OffsetPastLogEnd
                 for m in msgs:
                     err = m.error()
                     if err is not None:
@@ -239,6 +248,7 @@ class FeatureStoreConsumer:
                             f"{cfg.assign_timeout_s:.0f}s: is the topic there and the broker reachable?")
                     if self._assigned and now - max(last_msg, self._assigned_at) > cfg.idle_timeout_s:
                         self.flush(drained=True)
+                        self._positions.check(now, last_msg, self._assigned, force=not drained)
                         break
             self.flush(drained=until_idle)
         finally:

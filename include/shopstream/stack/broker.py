@@ -3,15 +3,32 @@
 Tansu keeps topics, messages and committed consumer offsets in its S3 storage engine, here a bucket on
 the embedded S3 endpoint, so they survive a restart. Clients use confluent-kafka and the Airflow Kafka
 provider unchanged; in docker-compose the same code talks to Apache Kafka.
+
+Tansu 0.6 does not read a partition's stored watermark at start: it learns it from a 412 answer to its
+create-only PUT. Before it starts, :meth:`BrokerService.prepare` therefore refuses an S3 endpoint that does
+not refuse stale conditional PUTs, and a broker bucket already damaged by one (a partition whose watermark
+is not past its largest record batch: its offsets restarted at 0 and overwrote old batches).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from shopstream.stack.base import Service, StackError, port_in_use
 from shopstream.stack.process import ProcSpec
+from shopstream.stack.s3 import conditional_write_problem, minio_client
+
+# Tansu's layout in its bucket: clusters/<cluster>/topics/<topic>/partitions/<10 digits>/{watermark.json,
+# records/<20-digit base offset>.batch}
+_PARTITION_OBJECT = re.compile(
+    r"^clusters/(?P<cluster>[^/]+)/topics/(?P<topic>[^/]+)/partitions/(?P<partition>\d+)/"
+    r"(?:(?P<watermark>watermark\.json)|records/(?P<base>\d+)\.batch)$"
+)
+RECOVERY_DOC = "docs/operations.md, section \"The broker refuses to start\""
 
 
 def tansu_bin() -> str:
@@ -66,6 +83,34 @@ class BrokerService(Service):
         )
         return [ProcSpec("broker", argv, env=env)]
 
+    def prepare(self) -> None:
+        """Refuse to start on an endpoint that ignores conditional PUTs or on a log they already damaged."""
+        s3 = self.settings.s3
+        try:
+            problem = conditional_write_problem(self.settings, s3.broker_bucket)
+        except Exception as e:  # noqa: BLE001 - the probe itself failed: say so, do not start blind
+            raise StackError(f"broker: could not probe the S3 endpoint {s3.endpoint_url} for conditional writes: "
+                             f"{type(e).__name__}: {e}") from e
+        if problem:
+            raise StackError(
+                f"broker: the S3 endpoint {s3.endpoint_url} does not honour conditional writes: {problem}. The "
+                f"broker (Tansu) learns a partition's end only from a 412 to its create-only PUT; on this endpoint "
+                f"every partition would restart at offset 0 after a broker restart and overwrite old record "
+                f"batches. Point SHOPSTREAM_S3__ENDPOINT_URL at an endpoint that honours If-None-Match and "
+                f"If-Match (the embedded SeaweedFS, or MinIO)."
+            )
+        damaged = damaged_partitions(self.settings)
+        if damaged:
+            lines = "\n".join(f"  - {d}" for d in damaged)
+            raise StackError(
+                f"broker: the broker's storage (s3://{s3.broker_bucket}/) is damaged: in these partitions the "
+                f"stored end offset (watermark) is not past the largest record batch, so offsets were handed out "
+                f"again and older batches overwritten (an S3 endpoint that ignored conditional writes, such as the "
+                f"earlier s3rver):\n{lines}\nThe broker is not started: it would hand out those offsets once more. "
+                f"The way out ({RECOVERY_DOC}) is to rebuild the embedded stack's state: "
+                f"`shopstream down && rm -rf {self.state_dir} && make demo`."
+            )
+
     def check(self) -> str | None:
         from confluent_kafka.admin import AdminClient
 
@@ -88,6 +133,65 @@ class BrokerService(Service):
             return "topics: " + ", ".join(sorted(t for t in md.topics if not t.startswith("__")))
         except Exception:  # noqa: BLE001
             return ""
+
+
+@dataclass
+class PartitionDamage:
+    """A partition whose stored watermark is not past its largest record batch."""
+
+    cluster: str
+    topic: str
+    partition: int
+    watermark: int | None  # the stored next offset ("high"); None if watermark.json is missing
+    batch_first: int
+    batch_last: int
+
+    def __str__(self) -> str:
+        mark = "no watermark.json" if self.watermark is None else f"watermark {self.watermark:,}"
+        return (f"topic {self.topic!r} partition {self.partition}: {mark}, but a record batch holds offsets "
+                f"{self.batch_first:,}-{self.batch_last:,} (cluster {self.cluster})")
+
+
+def damaged_partitions(settings) -> list[PartitionDamage]:
+    """Partitions of the broker's bucket whose watermark is not past their largest record batch.
+
+    One listing of the bucket, then per partition its ``watermark.json`` and the header of its record batch
+    with the largest base offset (a Kafka record batch holds ``lastOffsetDelta`` at bytes 23-26).
+    """
+
+    client = minio_client(settings)
+    bucket = settings.s3.broker_bucket
+    largest: dict[tuple[str, str, int], tuple[int, str]] = {}
+    marks: dict[tuple[str, str, int], str] = {}
+    for obj in client.list_objects(bucket, prefix="clusters/", recursive=True):
+        m = _PARTITION_OBJECT.match(obj.object_name)
+        if not m:
+            continue
+        key = (m["cluster"], m["topic"], int(m["partition"]))
+        if m["watermark"]:
+            marks[key] = obj.object_name
+        elif key not in largest or int(m["base"]) > largest[key][0]:
+            largest[key] = (int(m["base"]), obj.object_name)
+    out = []
+    for key, (base, name) in sorted(largest.items()):
+        high = None
+        if key in marks:
+            resp = client.get_object(bucket, marks[key])
+            try:
+                high = json.loads(resp.read()).get("high")
+            finally:
+                resp.close()
+                resp.release_conn()
+        resp = client.get_object(bucket, name, offset=0, length=27)
+        try:
+            header = resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+        last = base + int.from_bytes(header[23:27], "big", signed=True) if len(header) >= 27 else base
+        if high is None or high <= last:
+            out.append(PartitionDamage(key[0], key[1], key[2], high, base, last))
+    return out
 
 
 def ensure_topics(settings) -> None:
