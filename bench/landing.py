@@ -46,6 +46,10 @@ from shopstream.settings import Settings  # noqa: E402
 from shopstream.stack.base import venv_bin  # noqa: E402
 from shopstream.stack.s3 import minio_client  # noqa: E402
 
+# S3 endpoint CPU µs per event (produce only, land only, end to end) of the last run on npm s3rver
+# (docs/benchmarks.md before issue 13: 4.6, 5.6 and 9.5 CPU s for 1,000,000 events)
+S3RVER_S3_US = (4.6, 5.6, 9.5)
+
 LANDED = ("select extract(epoch from max(landed_at)), coalesce(sum(rows) filter (where kind = 'events'), 0), "
           "coalesce(sum(rows) filter (where kind = 'deadletter'), 0), count(*) "
           "from ops.landed_objects where topic = %s")
@@ -241,6 +245,7 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=20_000)
     parser.add_argument("--landers", type=int, default=1, help="landing processes (one consumer group)")
     args = parser.parse_args()
+    load = ", ".join(f"{x:.1f}" for x in psutil.getloadavg())
     print(f"generating {args.events:,} events ...", flush=True)
     stream = generate(args.events, seed=7, days=2)
     messages = list(stream.timed())
@@ -259,6 +264,10 @@ def main() -> None:
         naive = bench_naive(settings, args.baseline_events)
         print(f"naive: {naive['rate']:,.0f} events/s", flush=True)
     ratio = e2e["rate"] / naive["rate"]
+
+    def s3_us(r: dict) -> str:
+        return f"{r['cpu']['s3'] / r['events'] * 1e6:.1f}"
+
     target = "met" if e2e["rate"] >= 100_000 else "NOT met"
     n_cpu = psutil.cpu_count()
     cpu_only, cpu_land = sum(only["cpu"].values()), sum(land["cpu"].values())
@@ -278,7 +287,8 @@ def main() -> None:
                 "The producer needed no restart in this run (no fatal idempotence error from the broker).")
     body = f"""## Landing: Kafka -> validated Parquet in the lake (issue 4)
 
-Machine: {machine()}. Embedded stack (Tansu broker on the s3rver S3 endpoint, PostgreSQL manifest).
+Machine: {machine()}; load average before the run {load}. Embedded stack (Tansu broker on the SeaweedFS S3
+endpoint, PostgreSQL manifest).
 {args.events:,} generated events (10% invalid, 2% re-sent, 2% late); `{args.landers}` landing process(es)
 (`shopstream land`, one consumer group over the topic's {settings.kafka.partitions} partitions). End to end: the
 service is started and joined first, then the events are produced; timed from the first produce to the last
@@ -298,6 +308,10 @@ machine's {n_cpu} cores used over the measured time):
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {cpu_rows}
 
+S3 endpoint CPU per event in this run: {s3_us(only)} µs producing, {s3_us(land)} µs landing, {s3_us(e2e)} µs end to
+end. The same benchmark on the earlier endpoint (npm s3rver, which ignored conditional PUTs; 1,000,000
+events, 2026-11-25): {S3RVER_S3_US[0]} µs, {S3RVER_S3_US[1]} µs and {S3RVER_S3_US[2]} µs, 41,500 events/s end to end.
+
 End to end, the producer finished after {e2e['produce_seconds']:.1f} s ({e2e['produce_rate']:,.0f} events/s while
 landing ran); {e2e['objects']:,} lake objects were written. Land only includes {land['join']:.1f} s of group
 join. {restarts}
@@ -310,8 +324,8 @@ about 5 µs per event, Parquet, dead letters; the S3 endpoint serving the broker
 most **{ceiling:,.0f} events/s** end to end on this machine with this broker, before any waiting. Running both at
 once adds the broker's fatal errors for concurrent idempotent producers (the event producer and the landing
 service's dead-letter producer): each restart drains the failed producer and re-sends what it had not stored.
-A broker that keeps its log on local disk (Kafka) instead of an S3 endpoint written in JavaScript
-removes most of the S3 column; more landing processes (`--landers`) only help with idle cores.
+A broker that keeps its log on local disk (Kafka) instead of an S3 endpoint removes most of the S3 column;
+more landing processes (`--landers`) only help with idle cores.
 """
     print(f"wrote {write_section('landing', body)}")
 

@@ -151,14 +151,12 @@ class S3Service(Service):
 
     # ----------------------------------------------------------------- internal ports
     def internal_ports(self) -> dict[str, int]:
-        """SeaweedFS's internal ports as recorded (chosen on the first start)."""
+        """SeaweedFS's internal ports as recorded (chosen at start; 0 for those not chosen yet)."""
         try:
             ports = json.loads(self.ports_file.read_text())
-            if set(INTERNAL_PORTS) <= set(ports):
-                return ports
         except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        return self._choose_ports({})
+            ports = {}
+        return {name: int(ports.get(name) or 0) for name in INTERNAL_PORTS}
 
     def _choose_ports(self, previous: dict[str, int]) -> dict[str, int]:
         """Keep every recorded port that is free (its gRPC twin too for the admin), pick new ones for the rest."""
