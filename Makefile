@@ -68,6 +68,7 @@ status:
 ## Benchmarks against the embedded stack; results in docs/benchmarks.md.
 bench: install
 	$(BIN)/python bench/landing.py
+	$(BIN)/python bench/s3_endpoint.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/serving.py
