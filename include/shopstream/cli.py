@@ -99,7 +99,9 @@ def _print_stream_metrics(s: Settings) -> None:
         f"stream: lag of group {s.kafka.landing_group} on {s.kafka.raw_topic}: "
         f"{sum(lags.values()):,} ({', '.join(f'p{p}={n:,}' for p, n in sorted(lags.items())) or 'no partitions'}); "
         f"landed {totals['events']:,} events in {totals['event_objects']:,} objects; "
-        f"rejected {sum(totals['rejected'].values()):,} ({reasons})"
+        f"rejected {sum(totals['rejected'].values()):,} ({reasons}); "
+        f"oversized={totals['oversized']:,} (dead letters too large for {s.kafka.invalid_topic}: claim check, "
+        f"payload in s3://{s.s3.lake_bucket}/deadletter/)"
     )
 
 
@@ -265,7 +267,7 @@ def land(
     """Consume the raw topic, validate, land Parquet in the lake and dead-letter the rest."""
     import logging
 
-    from shopstream.landing.service import LandingConfig, LandingService
+    from shopstream.landing.service import LandingConfig, LandingService, LandingStopped
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = _settings()
@@ -281,6 +283,10 @@ def land(
     )
     try:
         stats = svc.run(until_idle=until_idle)
+    except LandingStopped as e:
+        console.print(f"[red]landing stopped: {e}[/red]")
+        console.print(svc.stats.summary(s))
+        raise typer.Exit(1) from None
     finally:
         svc.close()
     console.print(stats.summary(s))

@@ -99,6 +99,16 @@ class KafkaSettings(BaseModel):
     landing_group: str = Field("shopstream-landing", description="consumer group of the landing service")
     airflow_group: str = Field("shopstream-airflow", description="consumer group of Airflow's Kafka tasks")
     partitions: int = Field(4, ge=1, description="partitions of topics created by the stack")
+    max_event_bytes: int = Field(
+        1_048_576, ge=1024,
+        description="largest message value validated as an event; a larger one is dead-lettered as too_large unparsed",
+    )
+    deadletter_max_bytes: int = Field(
+        1_000_000, ge=4096,
+        description="largest dead-letter record sent to the dead-letter topic (keep it below the topic's "
+                    "max.message.bytes); a larger one goes by claim check: reason, source, size, lake key and a "
+                    "preview on the topic, the payload only in the lake's dead-letter object",
+    )
 
     @property
     def port(self) -> int:

@@ -28,8 +28,10 @@ create table if not exists bronze.events (
     src_timestamp  timestamptz not null,      -- Kafka timestamp = arrival time
     object_key     text not null,             -- lake object the row was loaded from
     loaded_at      timestamptz not null,
+    partition_max_event_time timestamptz,     -- largest event time landed before it in its partition
     primary key (src_topic, src_partition, src_offset)
 );
+alter table bronze.events add column if not exists partition_max_event_time timestamptz;
 create index if not exists bronze_events_object_key on bronze.events (object_key);
 create index if not exists bronze_events_event_time on bronze.events (event_time);
 create table if not exists bronze.loads (
