@@ -55,13 +55,14 @@ def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None 
     return {"objects": result.objects, "rows": result.rows, "hours": len(result.hours)}
 
 
-def run_scope(layer: str, run_id: str) -> str | None:
-    """SQL predicate selecting the rows this run wrote in ``layer`` (None: check the whole tables)."""
+def run_scope(layer: str, run_id: str) -> str | dict[str, str] | None:
+    """SQL predicate selecting the rows this run wrote in ``layer`` (per table for silver; None: whole tables)."""
     rid = run_id.replace("'", "''")
     if layer == "bronze":
         return f"object_key in (select object_key from bronze.loads where run_id = '{rid}')"
     if layer == "silver":
-        return f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+        hours = f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+        return {"silver.events": hours, "silver.reconciliation": hours, "silver.runs": f"run_id = '{rid}'"}
     if layer == "gold":
         return (f"date_key in (select distinct to_char(event_hour at time zone 'UTC', 'YYYYMMDD')::int "
                 f"from silver.reconciliation where run_id = '{rid}')")

@@ -191,7 +191,16 @@ class PipelineSettings(BaseModel):
 
     lateness_bound_s: int = Field(
         3 * 3600, ge=0,
-        description="events arriving this many seconds or more after their event time are set aside in silver",
+        description="silver sets an event aside as late when it is more than this many seconds behind the largest "
+                    "earlier event time of its Kafka partition (the event-time watermark, docs/pipeline.md)",
+    )
+    set_aside_warning_share: float = Field(
+        0.05, ge=0, le=1,
+        description="silver's checks warn when a run's share of late, duplicate or silver-rejected rows is above this",
+    )
+    set_aside_critical_share: float = Field(
+        0.25, ge=0, le=1,
+        description="silver's checks fail the run (gold is not built) when one of those shares is above this",
     )
     schedule: str = Field(
         "@hourly", description="schedule of the data DAG (it also runs when new data lands); empty: only then"
