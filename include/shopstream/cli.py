@@ -486,6 +486,33 @@ def _print_pipeline_summary(s: Settings, results) -> None:
         colour = "green" if ok else "red"
         console.print(f"data quality {suite}: [{colour}]{'passed' if ok else 'FAILED'}[/] "
                       f"({evaluated - failed}/{evaluated} expectations)  {url or ''}")
+    _print_set_aside(s)
+
+
+def _print_set_aside(s: Settings) -> None:
+    """The shares of bronze rows silver set aside: the last silver run's, and over the whole warehouse."""
+    import psycopg
+
+    from shopstream.quality.store import format_shares, set_aside_shares
+
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        try:
+            last = conn.execute("select run_id from silver.runs where bronze_rows > 0 "
+                                "order by processed_at desc limit 1").fetchone()
+            total = conn.execute(
+                "select sum(bronze_rows), sum(late_set_aside), sum(duplicates), sum(rejected) "
+                "from silver.reconciliation").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return
+        shares = set_aside_shares(conn, [last[0]]).get(last[0]) if last else None
+    if shares:
+        console.print(f"silver set aside by run {shares['run_id']}: {format_shares(shares)}", highlight=False)
+    if total and total[0]:
+        b, late, dup, rej = (int(x) for x in total)
+        console.print(f"silver set aside in all: late {late / b:.1%} ({late:,}), duplicates {dup / b:.1%} "
+                      f"({dup:,}), rejected {rej / b:.1%} ({rej:,}) of {b:,} bronze rows; late events are in "
+                      "silver.late_events (restate a range with the data DAG's restate_from/restate_to)",
+                      highlight=False)
 
 
 dashboards_app = typer.Typer(help="Superset dashboards kept as code (include/shopstream/dashboards/assets).",

@@ -98,14 +98,20 @@ def layer_counts(settings: Settings) -> dict[str, int]:
 def summarize(settings: Settings, run_id: str) -> dict[str, Any]:
     """Counts per layer and this run's data quality results, logged as one readable block."""
     counts = layer_counts(settings)
+    from shopstream.quality.store import format_shares, set_aside_shares
+
     with psycopg.connect(settings.postgres.dsn()) as conn:
         dq = conn.execute(
             "select suite, success, evaluated, failed, report_url from dq.runs where run_id = %s order by suite",
             (run_id,),
         ).fetchall()
+        shares = set_aside_shares(conn, [run_id]).get(run_id)
     lines = [f"shopstream_data {run_id}"]
     lines += [f"  {t:<24} {n:>12,}" for t, n in counts.items()]
+    if shares:
+        lines.append(f"  silver set aside: {format_shares(shares)}")
     lines += [f"  dq {s:<8} {'passed' if ok else 'FAILED'} ({ev - fl}/{ev} expectations) {url or ''}"
               for s, ok, ev, fl, url in dq]
     log.info("\n".join(lines))
-    return {"counts": counts, "dq": [{"suite": s, "success": ok} for s, ok, *_ in dq]}
+    return {"counts": counts, "dq": [{"suite": s, "success": ok} for s, ok, *_ in dq],
+            "set_aside": {k: shares[k] for k in ("late_share", "duplicate_share", "rejected_share")} if shares else {}}
