@@ -515,8 +515,46 @@ def _format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: ``SHOPSTREAM_*`` variables that are not settings but are read elsewhere (the test fixtures)
+NOT_SETTINGS = frozenset({"SHOPSTREAM_KEEP_TEST_STATE"})
+
+
+def unknown_variables(env_file: str | Path | None = ".env") -> list[str]:
+    """A line per ``SHOPSTREAM_*`` variable (environment or ``env_file``) that names no setting, with the
+    closest known name: a typo must not silently leave the default in force."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    known = {name for name, _, _ in setting_fields()}
+    found = {k: "environment" for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    if env_file and Path(env_file).is_file():
+        for k in dotenv_values(env_file):
+            if k.upper().startswith(ENV_PREFIX):
+                found.setdefault(k, f"{Path(env_file).resolve()}")
+    lines = []
+    for name, source in sorted(found.items()):
+        upper = name.upper()
+        if upper in known or upper in NOT_SETTINGS:
+            continue
+        # compare the part after the prefix: the shared prefix would make every name look close
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known],
+                                          n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "no setting has a similar name"
+        lines.append(f"  {name} (from the {source}): unknown setting; {hint}")
+    return lines
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one."""
+    """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one
+    (an invalid value, or a ``SHOPSTREAM_*`` variable that is no setting, with the closest known name)."""
+    unknown = unknown_variables()
+    if unknown:
+        raise SettingsError("\n".join([
+            "Unknown shopstream settings (a typo would otherwise leave the default in force):", *unknown,
+            "Fix or remove the variable (environment or .env file) and start again; every setting is listed in "
+            "docs/configuration.md.",
+        ]))
     try:
         return Settings(**overrides)
     except ValidationError as err:
