@@ -415,7 +415,9 @@ def with_partition_clock(valid: pa.Table, start: int) -> tuple[pa.Table, int]:
     """
     t_us = valid.column("event_time").cast(pa.int64()).to_numpy()
     arrival_us = valid.column("src_timestamp").cast(pa.int64()).to_numpy() * 1000
-    before, end = max_before(t_us, t_us <= arrival_us + MAX_CLOCK_SKEW_S * 1_000_000, start)
+    # a message without a timestamp (-1, old message format) cannot be clock-skewed
+    counts = (t_us <= arrival_us + MAX_CLOCK_SKEW_S * 1_000_000) | (arrival_us <= 0)
+    before, end = max_before(t_us, counts, start)
     arr = pa.array(before, pa.int64(), mask=before == NO_TIME).cast(pa.timestamp("us", tz="UTC"))
     return valid.append_column(pa.field("partition_max_event_time", pa.timestamp("us", tz="UTC")), arr), end
 

@@ -159,7 +159,8 @@ def classify(df: DataFrame, bound_s: int) -> DataFrame:
     behind = F.col("behind_us")
     lateness = F.coalesce(F.greatest(F.floor(behind / F.lit(1_000_000)), F.lit(0)), F.lit(0)).cast("long")
     late = behind.isNotNull() & (behind > F.lit(bound_s * 1_000_000)) & ~F.col("restated")
-    kind = (F.when(F.col("lateness_raw") < -MAX_CLOCK_SKEW_S, "rejected")
+    skewed = (F.col("lateness_raw") < -MAX_CLOCK_SKEW_S) & (F.unix_micros("arrival_time") > 0)  # -1: no timestamp
+    kind = (F.when(skewed, "rejected")
             .when(late, "late").otherwise("event"))
     in_session = Window.partitionBy("user_session", "kind").orderBy("event_time", "event_key")
     return (
