@@ -3,7 +3,7 @@
 Runs hourly on data intervals and whenever the landing service reports new data (an asset watched on the
 landed-notification topic). A critical expectation failing stops the layers below it; the Data quality
 page of this UI lists every run's reports. Triggered by hand, the form can ask to rebuild an event-time
-range. Wiring only: the work lives in ``shopstream.pipeline`` and the Spark jobs in ``spark/``.
+range, and to restate the late events silver set aside in a range into silver and gold. Wiring only: the work lives in ``shopstream.pipeline`` and the Spark jobs in ``spark/``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from shopstream.spark_session import SPARK_DIR, submit_conf
 
 settings = get_settings()
 DEFAULT_ARGS = {"owner": "shopstream", "retries": 2, "retry_delay": timedelta(seconds=30)}
-RANGE_ARGS = ["--start={{ params.reprocess_from or '' }}", "--end={{ params.reprocess_to or '' }}"]
+RANGE_ARGS = ["--start={{ params.reprocess_from or '' }}", "--end={{ params.reprocess_to or '' }}",
+              "--restate-from={{ params.restate_from or '' }}", "--restate-to={{ params.restate_to or '' }}"]
 
 
 @dag(
@@ -42,6 +43,15 @@ RANGE_ARGS = ["--start={{ params.reprocess_from or '' }}", "--end={{ params.repr
             None, type=["null", "string"], format="date-time", title="Rebuild until (event time)",
             description="End of the range to rebuild (exclusive). Empty: no upper bound.",
         ),
+        "restate_from": Param(
+            None, type=["null", "string"], format="date-time", title="Restate late events from (event time)",
+            description="Bring the late events silver set aside (silver.late_events) with event time at or after "
+                        "this (UTC) into silver and gold. Idempotent: restating a range again changes nothing.",
+        ),
+        "restate_to": Param(
+            None, type=["null", "string"], format="date-time", title="Restate late events until (event time)",
+            description="End of the restate range (exclusive). Empty: no upper bound.",
+        ),
     },
 )
 def shopstream_data():
@@ -56,7 +66,8 @@ def shopstream_data():
         def load(run_id: str | None = None, data_interval_end=None, params=None) -> dict:
             from shopstream.pipeline import load_bronze
 
-            return load_bronze(get_settings(), run_id, data_interval_end, rebuild=bool(params["reprocess_from"]))
+            return load_bronze(get_settings(), run_id, data_interval_end,
+                               rebuild=bool(params["reprocess_from"] or params["restate_from"]))
 
         @task
         def check_bronze(run_id: str | None = None) -> dict:

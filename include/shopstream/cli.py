@@ -118,7 +118,9 @@ def _print_stream_metrics(s: Settings, features: bool = False) -> bool:
     reasons = ", ".join(f"{k}={v:,}" for k, v in totals["rejected"].items()) or "none"
     console.print(
         f"stream: landed {totals['events']:,} events in {totals['event_objects']:,} objects; "
-        f"rejected {sum(totals['rejected'].values()):,} ({reasons})"
+        f"rejected {sum(totals['rejected'].values()):,} ({reasons}); "
+        f"oversized={totals['oversized']:,} (dead letters too large for {s.kafka.invalid_topic}: claim check, "
+        f"payload in s3://{s.s3.lake_bucket}/deadletter/)"
     )
     if past_end:
         console.print("[red]A committed offset is past its partition's log end: the broker's log went backwards. "
@@ -135,7 +137,7 @@ def _features_lag(s: Settings) -> list:
         stored = client.hgetall(Keys(s.redis.key_prefix).offsets(s.serving.consumer_group, s.kafka.raw_topic))
     finally:
         client.close()
-    return group_lag(s, s.kafka.raw_topic, {int(p): int(o) for p, o in stored.items()}, s.serving.consumer_group)
+    return group_lag(s, s.kafka.raw_topic, {int(p): int(o) for p, o in stored.items() if p.isdigit()}, s.serving.consumer_group)
 
 
 def _print_status(stack) -> list:
@@ -300,7 +302,7 @@ def land(
     """Consume the raw topic, validate, land Parquet in the lake and dead-letter the rest."""
     import logging
 
-    from shopstream.landing.service import LandingConfig, LandingService
+    from shopstream.landing.service import LandingConfig, LandingService, LandingStopped
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = _settings()
@@ -316,6 +318,10 @@ def land(
     )
     try:
         stats = svc.run(until_idle=until_idle)
+    except LandingStopped as e:
+        console.print(f"[red]landing stopped: {e}[/red]")
+        console.print(svc.stats.summary(s))
+        raise typer.Exit(1) from None
     finally:
         svc.close()
     console.print(stats.summary(s))
@@ -515,6 +521,33 @@ def _print_pipeline_summary(s: Settings, results) -> None:
         colour = "green" if ok else "red"
         console.print(f"data quality {suite}: [{colour}]{'passed' if ok else 'FAILED'}[/] "
                       f"({evaluated - failed}/{evaluated} expectations)  {url or ''}")
+    _print_set_aside(s)
+
+
+def _print_set_aside(s: Settings) -> None:
+    """The shares of bronze rows silver set aside: the last silver run's, and over the whole warehouse."""
+    import psycopg
+
+    from shopstream.quality.store import format_shares, set_aside_shares
+
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        try:
+            last = conn.execute("select run_id from silver.runs where bronze_rows > 0 "
+                                "order by processed_at desc limit 1").fetchone()
+            total = conn.execute(
+                "select sum(bronze_rows), sum(late_set_aside), sum(duplicates), sum(rejected) "
+                "from silver.reconciliation").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return
+        shares = set_aside_shares(conn, [last[0]]).get(last[0]) if last else None
+    if shares:
+        console.print(f"silver set aside by run {shares['run_id']}: {format_shares(shares)}", highlight=False)
+    if total and total[0]:
+        b, late, dup, rej = (int(x) for x in total)
+        console.print(f"silver set aside in all: late {late / b:.1%} ({late:,}), duplicates {dup / b:.1%} "
+                      f"({dup:,}), rejected {rej / b:.1%} ({rej:,}) of {b:,} bronze rows; late events are in "
+                      "silver.late_events (restate a range with the data DAG's restate_from/restate_to)",
+                      highlight=False)
 
 
 dashboards_app = typer.Typer(help="Superset dashboards kept as code (include/shopstream/dashboards/assets).",

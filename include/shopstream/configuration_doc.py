@@ -22,6 +22,14 @@ Invalid shopstream settings:
 Fix the environment variable or the .env file and start again.
 ```
 
+A `SHOPSTREAM_*` variable that is no setting (in the environment or `.env`) stops the start too, naming the
+closest setting, so a typo never leaves a default silently in force:
+
+```
+Unknown shopstream settings (a typo would otherwise leave the default in force):
+  SHOPSTREAM_KAFKA__BOOTSTRAP_SERVER (from the environment): unknown setting; did you mean SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS?
+```
+
 The settings also render the other tools' configuration, so it exists in one place: `shopstream env`
 prints it (`AIRFLOW__*` options, the `AIRFLOW_CONN_SHOPSTREAM_*` connections in JSON form,
 `AWS_*` and `MLFLOW_S3_ENDPOINT_URL`). Airflow connections: `shopstream_warehouse` (postgres),

@@ -55,13 +55,14 @@ def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None 
     return {"objects": result.objects, "rows": result.rows, "hours": len(result.hours)}
 
 
-def run_scope(layer: str, run_id: str) -> str | None:
-    """SQL predicate selecting the rows this run wrote in ``layer`` (None: check the whole tables)."""
+def run_scope(layer: str, run_id: str) -> str | dict[str, str] | None:
+    """SQL predicate selecting the rows this run wrote in ``layer`` (per table for silver; None: whole tables)."""
     rid = run_id.replace("'", "''")
     if layer == "bronze":
         return f"object_key in (select object_key from bronze.loads where run_id = '{rid}')"
     if layer == "silver":
-        return f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+        hours = f"event_hour in (select event_hour from silver.reconciliation where run_id = '{rid}')"
+        return {"silver.events": hours, "silver.reconciliation": hours, "silver.runs": f"run_id = '{rid}'"}
     if layer == "gold":
         return (f"date_key in (select distinct to_char(event_hour at time zone 'UTC', 'YYYYMMDD')::int "
                 f"from silver.reconciliation where run_id = '{rid}')")
@@ -97,14 +98,20 @@ def layer_counts(settings: Settings) -> dict[str, int]:
 def summarize(settings: Settings, run_id: str) -> dict[str, Any]:
     """Counts per layer and this run's data quality results, logged as one readable block."""
     counts = layer_counts(settings)
+    from shopstream.quality.store import format_shares, set_aside_shares
+
     with psycopg.connect(settings.postgres.dsn()) as conn:
         dq = conn.execute(
             "select suite, success, evaluated, failed, report_url from dq.runs where run_id = %s order by suite",
             (run_id,),
         ).fetchall()
+        shares = set_aside_shares(conn, [run_id]).get(run_id)
     lines = [f"shopstream_data {run_id}"]
     lines += [f"  {t:<24} {n:>12,}" for t, n in counts.items()]
+    if shares:
+        lines.append(f"  silver set aside: {format_shares(shares)}")
     lines += [f"  dq {s:<8} {'passed' if ok else 'FAILED'} ({ev - fl}/{ev} expectations) {url or ''}"
               for s, ok, ev, fl, url in dq]
     log.info("\n".join(lines))
-    return {"counts": counts, "dq": [{"suite": s, "success": ok} for s, ok, *_ in dq]}
+    return {"counts": counts, "dq": [{"suite": s, "success": ok} for s, ok, *_ in dq],
+            "set_aside": {k: shares[k] for k in ("late_share", "duplicate_share", "rejected_share")} if shares else {}}

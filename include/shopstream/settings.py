@@ -101,6 +101,16 @@ class KafkaSettings(BaseModel):
     landing_group: str = Field("shopstream-landing", description="consumer group of the landing service")
     airflow_group: str = Field("shopstream-airflow", description="consumer group of Airflow's Kafka tasks")
     partitions: int = Field(4, ge=1, description="partitions of topics created by the stack")
+    max_event_bytes: int = Field(
+        1_048_576, ge=1024,
+        description="largest message value validated as an event; a larger one is dead-lettered as too_large unparsed",
+    )
+    deadletter_max_bytes: int = Field(
+        1_000_000, ge=4096,
+        description="largest dead-letter record sent to the dead-letter topic (keep it below the topic's "
+                    "max.message.bytes); a larger one goes by claim check: reason, source, size, lake key and a "
+                    "preview on the topic, the payload only in the lake's dead-letter object",
+    )
 
     @property
     def port(self) -> int:
@@ -183,7 +193,16 @@ class PipelineSettings(BaseModel):
 
     lateness_bound_s: int = Field(
         3 * 3600, ge=0,
-        description="events arriving this many seconds or more after their event time are set aside in silver",
+        description="silver sets an event aside as late when it is more than this many seconds behind the largest "
+                    "earlier event time of its Kafka partition (the event-time watermark, docs/pipeline.md)",
+    )
+    set_aside_warning_share: float = Field(
+        0.05, ge=0, le=1,
+        description="silver's checks warn when a run's share of late, duplicate or silver-rejected rows is above this",
+    )
+    set_aside_critical_share: float = Field(
+        0.25, ge=0, le=1,
+        description="silver's checks fail the run (gold is not built) when one of those shares is above this",
     )
     schedule: str = Field(
         "@hourly", description="schedule of the data DAG (it also runs when new data lands); empty: only then"
@@ -498,8 +517,46 @@ def _format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: ``SHOPSTREAM_*`` variables that are not settings but are read elsewhere (the test fixtures)
+NOT_SETTINGS = frozenset({"SHOPSTREAM_KEEP_TEST_STATE"})
+
+
+def unknown_variables(env_file: str | Path | None = ".env") -> list[str]:
+    """A line per ``SHOPSTREAM_*`` variable (environment or ``env_file``) that names no setting, with the
+    closest known name: a typo must not silently leave the default in force."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    known = {name for name, _, _ in setting_fields()}
+    found = {k: "environment" for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+    if env_file and Path(env_file).is_file():
+        for k in dotenv_values(env_file):
+            if k.upper().startswith(ENV_PREFIX):
+                found.setdefault(k, f"{Path(env_file).resolve()}")
+    lines = []
+    for name, source in sorted(found.items()):
+        upper = name.upper()
+        if upper in known or upper in NOT_SETTINGS:
+            continue
+        # compare the part after the prefix: the shared prefix would make every name look close
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known],
+                                          n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "no setting has a similar name"
+        lines.append(f"  {name} (from the {source}): unknown setting; {hint}")
+    return lines
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one."""
+    """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one
+    (an invalid value, or a ``SHOPSTREAM_*`` variable that is no setting, with the closest known name)."""
+    unknown = unknown_variables()
+    if unknown:
+        raise SettingsError("\n".join([
+            "Unknown shopstream settings (a typo would otherwise leave the default in force):", *unknown,
+            "Fix or remove the variable (environment or .env file) and start again; every setting is listed in "
+            "docs/configuration.md.",
+        ]))
     try:
         return Settings(**overrides)
     except ValidationError as err:

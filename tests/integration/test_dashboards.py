@@ -47,7 +47,7 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
     days = [DEMO_START + timedelta(days=i) for i in range(DEMO_DAYS)]
     rows: dict[str, list[tuple]] = {k: [] for k in (
         "dim_date", "dim_category", "dim_brand", "fact_daily_sales", "fact_events", "fact_sessions",
-        "dq_runs", "landed_objects", "reconciliation", "model_runs")}
+        "dq_runs", "landed_objects", "reconciliation", "silver_runs", "model_runs")}
     for d in days:
         rows["dim_date"].append((int(d.strftime("%Y%m%d")), d, d.year, (d.month - 1) // 3 + 1, d.month, d.day,
                                  d.isoweekday(), d.isoweekday() >= 6))
@@ -109,6 +109,10 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
         dups, late, rej = rng.randint(0, 25), rng.randint(0, 12), rng.randint(0, 3)
         rows["reconciliation"].append((hour, bronze, bronze - dups - late - rej, dups, late, rej, "demo-run",
                                        hour + timedelta(hours=1)))
+        if h % 6 == 0:   # silver runs and the shares they set aside
+            rows["silver_runs"].append((f"demo-run-silver-{h}", 6, 6 * bronze, 6 * (bronze - dups - late - rej),
+                                        6 * dups, 6 * late, 6 * rej, 0, late / bronze, dups / bronze, rej / bronze,
+                                        hour + timedelta(hours=1)))
     # model runs: a version per training run, gates, champion
     champion = None
     for v in range(1, 7):
@@ -141,6 +145,9 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
         "landed_objects": "insert into ops.landed_objects (object_key, kind, topic, kafka_partition, first_offset, "
                           "last_offset, event_hour, rows, bytes, reasons, landed_at) "
                           "values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) on conflict do nothing",
+        "silver_runs": "insert into silver.runs (run_id, hours, bronze_rows, silver_rows, duplicates, late_set_aside, "
+                       "rejected, restated, late_share, duplicate_share, rejected_share, processed_at) "
+                       "values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) on conflict do nothing",
         "reconciliation": "insert into silver.reconciliation (event_hour, bronze_rows, silver_rows, duplicates, "
                           "late_set_aside, rejected, run_id, processed_at) values (%s,%s,%s,%s,%s,%s,%s,%s) "
                           "on conflict do nothing",
@@ -169,6 +176,7 @@ def unload_demo_data(conn: psycopg.Connection) -> None:
         conn.execute("delete from dq.runs where run_id like 'demo-run-%%'")
         conn.execute("delete from ops.landed_objects where object_key like 'demo/%%'")
         conn.execute("delete from silver.reconciliation where run_id = 'demo-run'")
+        conn.execute("delete from silver.runs where run_id like 'demo-run-silver-%%'")
         conn.execute("delete from ml.model_runs where run_id like 'demo-model-run-%%'")
 
 

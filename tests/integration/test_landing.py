@@ -198,3 +198,150 @@ def test_kafka_connect_envelope_is_accepted(stack, stack_settings):
     events, dead = assert_exactly_once(s, 3)
     assert events.num_rows == 2 and len(set(events.column("event_key").to_pylist())) == 1
     assert dead.column("reason").to_pylist() == ["malformed_json"]
+
+
+# ---------------------------------------------------------------------------- anyone's producer, hostile input
+def hostile_values() -> list[bytes | None]:
+    """One of every class of input that is not an event, and valid ones with surprises."""
+    import orjson
+
+    good = {"event_time": "2019-10-01 00:00:04 UTC", "event_type": "view", "product_id": 44600062,
+            "category_id": 2103807459595387724, "category_code": None, "brand": "shiseido", "price": 35.79,
+            "user_id": 541312140, "user_session": "72d76fde-8bb3-4e00-8c23-a032dfed738c"}
+    raw = orjson.dumps(good)
+    return [
+        None,                                                     # tombstone
+        b"",                                                      # empty value
+        b"\xff\xfe\xfd not utf-8",                                # not UTF-8
+        b"[" * 5000 + b"]" * 5000,                                # nested too deep
+        b'{"a": ' * 600 + b"1" + b"}" * 600,                      # deep, parses: an object missing every field
+        raw.replace(b"35.79", b"1e999"),                          # out of range as a double
+        raw.replace(b"541312140", str(2**70).encode()),           # out of int64
+        raw.replace(b"35.79", b"NaN"),                            # NaN
+        raw.replace(b"35.79", b"Infinity"),                       # Infinity
+        raw.replace(b"shiseido", b"shi\\u0000seido"),             # NUL in a string
+        b"[1, 2, 3]", b'"just a string"', b"42",                  # JSON that is not an object
+        orjson.dumps({**good, "extra": {"nested": [1, 2]}, "session_note": "x"}),  # extra fields: lands
+        orjson.dumps({"schema": {"type": "struct"}, "payload": good}),            # Kafka Connect envelope: lands
+        b'{"event_time": ' + b'"x' * 600_000 + b'"}',             # huge JSON (1.2 MB): too large
+        b'{"x": "' + b"a" * (2 * 2**20 + 100_000) + b'"}',        # over 2 MB: too large, and too large for the
+    ]                                                             # dead-letter topic: claim check
+
+
+def kafka_python_send(settings: Settings, messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Produce with kafka-python, setting no timestamp (the broker's clock applies); return (partition, offset)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all",
+                             max_request_size=8 * 2**20, linger_ms=5)
+    try:
+        futures = [producer.send(settings.kafka.raw_topic, key=k, value=v) for k, v in messages]
+        producer.flush()
+        return [(md.partition, md.offset) for md in (f.get(timeout=30) for f in futures)]
+    finally:
+        producer.close()
+
+
+def read_topic(settings: Settings, topic: str) -> list:
+    """Every message of a topic, read from offset 0 without a consumer group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = end_offsets(settings, topic)
+    c = Consumer(settings.kafka.client_config(**{"group.id": f"read-{uuid.uuid4().hex[:6]}",
+                                                 "enable.auto.commit": False, "enable.partition.eof": True}))
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        out, eof = [], set()
+        deadline = time.monotonic() + 60
+        while len(eof) < len(ends) and time.monotonic() < deadline:
+            for m in c.consume(100, timeout=0.5):
+                if m.error() is None:
+                    out.append(m)
+                elif m.offset() >= ends[m.partition()]:
+                    eof.add(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def test_hostile_input_from_a_client_without_timestamps_never_stops_the_landing(stack, stack_settings):
+    """kafka-python, no timestamps: every hostile class mixed with valid events lands or is dead-lettered,
+    each with its reason; the value over 2 MB goes by claim check and is in the lake byte for byte."""
+    import base64
+
+    import orjson
+
+    from shopstream.events.validation import validate_message
+
+    s = private_topic(stack_settings)
+    valid = list(generate(600, seed=16, invalid_rate=0.0, duplicate_rate=0.0, late_rate=0.0))
+    hostile = hostile_values()
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for i, (key, value) in enumerate(valid):
+        messages.append((key, value))
+        if i % 40 == 0 and hostile:
+            messages.append((b"hostile-%d" % i, hostile.pop(0)))
+    messages += [(b"hostile-end", v) for v in hostile]
+    coords = kafka_python_send(s, messages)
+    svc = land(s, batch_size=200)
+    assert svc.stats.messages == len(messages)
+
+    events, dead = assert_exactly_once(s, len(messages))   # landed + dead-lettered = produced, exactly
+    by_coord = dict(zip(coords, (v for _, v in messages), strict=True))
+    expected = {c: validate_message(v) for c, v in by_coord.items()}
+    assert events.num_rows == sum(1 for e in expected.values() if e.row is not None)
+    for row in dead.to_pylist():
+        want = expected[(row["src_partition"], row["src_offset"])]
+        assert (row["reason"], row["detail"]) == (want.reason, want.detail)
+        assert row["payload"] == by_coord[(row["src_partition"], row["src_offset"])]   # byte for byte, all
+    assert {"tombstone", "empty_value", "not_utf8", "too_deep", "missing_field", "number_out_of_range",
+            "non_finite_number", "nul_character", "not_an_object", "too_large"} <= set(dead.column("reason").to_pylist())
+    # the events carry their partition clock (the first of each partition has none)
+    assert events.column("partition_max_event_time").null_count == len(set(events.column("src_partition").to_pylist()))
+
+    # the dead-letter topic: one record per dead letter; the one over 2 MB by claim check
+    big = max((c for c, v in by_coord.items() if v), key=lambda c: len(by_coord[c]))
+    records = {}
+    for m in read_topic(s, s.kafka.invalid_topic):
+        rec = orjson.loads(m.value())
+        records[(rec["src_partition"], rec["src_offset"])] = (rec, dict(m.headers() or []))
+    assert set(records) == set(zip(dead.column("src_partition").to_pylist(), dead.column("src_offset").to_pylist(),
+                                   strict=True))
+    claims = {c: r for c, (r, h) in records.items() if r["claim_check"]}
+    assert big in claims and len(claims) == 2   # the 2 MB value, and the 1.2 MB one once JSON-escaped
+    lake = minio_client(s)
+    for c, claim in claims.items():
+        assert claim["payload"] is None and records[c][1]["claim_check"] == b"true" and claim["reason"] == "too_large"
+        assert claim["size"] == len(by_coord[c]) and claim["preview"] == by_coord[c][:200].decode()
+        assert claim["lake_key"] in manifest_keys(s)
+        lake_copy = pq.read_table(io.BytesIO(lake.get_object(s.s3.lake_bucket, claim["lake_key"]).read()))
+        [payload] = [r["payload"] for r in lake_copy.to_pylist() if (r["src_partition"], r["src_offset"]) == c]
+        assert payload == by_coord[c]   # the full payload, byte for byte, is in the lake
+    for (p, off), (rec, _) in records.items():   # the others carry their payload exactly
+        if rec["claim_check"]:
+            continue
+        raw = by_coord[(p, off)]
+        got = (None if rec["payload"] is None else base64.b64decode(rec["payload"])
+               if rec["payload_encoding"] == "base64" else rec["payload"].encode())
+        assert (got, rec["reason"], rec["size"]) == (raw, expected[(p, off)].reason, None if raw is None else len(raw)), rec
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        assert manifest.totals(conn)["oversized"] >= 2
+        assert conn.execute("select sum(oversized) from ops.landed_objects where topic = %s",
+                            (s.kafka.raw_topic,)).fetchone()[0] == 2
+
+
+def test_dead_letter_path_down_stops_the_landing_without_committing(stack, stack_settings):
+    from shopstream.landing.service import LandingStopped
+
+    s = private_topic(stack_settings)
+    good = next(iter(generate(1, seed=17, invalid_rate=0.0, duplicate_rate=0.0, late_rate=0.0)))
+    produce(s, [(b"k", b"{not json"), (b"k", b'{"event_type": "view"}'), good])
+    broken = s.model_copy(update={"kafka": s.kafka.model_copy(update={"invalid_topic": "no such topic!"})})
+    with pytest.raises(LandingStopped, match="dead-letter topic 'no such topic!'.*Nothing was committed"):
+        land(broken)
+    assert manifest_keys(s) == set()
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        assert manifest.stored_offsets(conn, s.kafka.landing_group, s.kafka.raw_topic) == {}
+    land(s)   # the path is back: the same batch lands, once
+    _, dead = assert_exactly_once(s, 3)
+    assert dead.column("reason").to_pylist() == ["malformed_json", "missing_field"]

@@ -451,3 +451,23 @@ def test_without_a_champion_the_api_lives_but_is_not_ready(settings, redis_clien
                 "/metrics").text
     finally:
         server.stop()
+
+
+def test_consumer_sets_aside_the_same_late_events_as_silver_and_resumes_exactly(settings, stack):
+    """One definition of late: the consumer's count equals the truth's (what silver sets aside), also when
+    it stops half way and starts again (the partition clocks are recorded with the offsets)."""
+    s = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"raw_topic": settings.kafka.raw_topic + ".late"}),
+        "serving": settings.serving.model_copy(update={"consumer_group": settings.serving.consumer_group + "-late"}),
+    })
+    stream = generate(4000, seed=23, days=1, invalid_rate=0.0, late_rate=0.08, duplicate_rate=0.0)
+    messages = list(stream.timed())
+    create_topic(s, s.kafka.raw_topic, 4)
+    produce(s, messages[:2000])
+    first = run_once(s, idle_timeout_s=10)
+    produce(s, messages[2000:])
+    second = run_once(s, idle_timeout_s=10)
+    expected = stream.truth.set_aside(s.pipeline.lateness_bound_s)
+    assert expected > 0
+    assert first.late + second.late == expected
+    assert first.applied + second.applied == stream.truth.unique_events - expected

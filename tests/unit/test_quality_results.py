@@ -142,3 +142,16 @@ def test_html_is_escaped():
     listing = render_runs_page(rows, "/dq", None, None)
     assert "<b>r</b>" not in listing and "/dq/reports/r/gold/index.html" in listing
     assert _report_link("/dq", "elsewhere/x.html") is None
+
+
+def test_runs_page_and_results_page_name_the_shares_set_aside():
+    from shopstream.quality.web import render_results_page
+
+    shares = {"run_id": "r1", "bronze_rows": 1000, "late_set_aside": 830, "duplicates": 20, "rejected": 0,
+              "restated": 0, "late_share": 0.83, "duplicate_share": 0.02, "rejected_share": 0.0}
+    rows = [{"run_id": "r1", "suite": "silver", "success": False, "evaluated": 40, "failed": 2,
+             "finished_at": T0, "report_key": None, "shares": shares}]
+    listing = render_runs_page(rows, "/dq", None, None)
+    assert "late 83.0% (830), duplicates 2.0% (20), rejected 0.0% (0) of 1,000 bronze rows" in listing
+    page = render_results_page(rows[0], [], "/dq", shares)
+    assert "Set aside by this run:</strong> late 83.0% (830)" in page

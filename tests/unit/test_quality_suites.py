@@ -123,3 +123,21 @@ def test_malformed_suites_are_rejected_with_the_reason(mutate, message):
 def test_unknown_layer_names_the_choices():
     with pytest.raises(SuiteError, match="bronze, silver, gold"):
         load_suite("platinum")
+
+
+def test_thresholds_come_from_the_settings():
+    from shopstream.quality.suites import suite_parameters, with_parameters
+    from shopstream.settings import load_settings
+
+    spec = load_suite("silver")
+    shares = [e for e in spec.expectations if e.table == "silver.runs"]
+    assert {e.kwargs["column"] for e in shares} == {"late_share", "duplicate_share", "rejected_share"}
+    assert {e.severity for e in shares} == {"warning", "critical"}
+    s = load_settings(pipeline={"set_aside_warning_share": 0.07, "set_aside_critical_share": 0.3})
+    resolved = {(e.kwargs["column"], e.severity): e.kwargs["max_value"]
+                for e in with_parameters(spec, suite_parameters(s)).expectations if e.table == "silver.runs"}
+    assert resolved[("late_share", "warning")] == 0.07 and resolved[("late_share", "critical")] == 0.3
+    bad = raw("silver")
+    bad["expectations"][0]["kwargs"]["max_value"] = {"$PARAMETER": "late_shar"}
+    with pytest.raises(SuiteError, match="unknown parameter 'late_shar'"):
+        parse_suite(bad, "silver", suite_path("silver"))

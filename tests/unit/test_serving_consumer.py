@@ -1,25 +1,21 @@
-"""The feature-store consumer's rules: silver's lateness, and the event-time watermark across partitions."""
+"""The feature-store consumer's rules: silver's lateness (one definition), and the event-time watermark across
+partitions."""
 
 from __future__ import annotations
 
-from shopstream.serving.consumer import MAX_CLOCK_SKEW_S, ConsumerConfig, lateness_s, watermark
+from shopstream.serving.consumer import MAX_CLOCK_SKEW_S, ConsumerConfig, is_late, skewed, watermark
 from shopstream.settings import load_settings
 
 S = 1_000_000  # microseconds per second
 
 
-def test_clock_skew_bound_is_silvers():
-    from shopstream.warehouse.silver import MAX_CLOCK_SKEW_S as SILVER
+def test_lateness_rules_are_silvers():
+    """The consumer and silver use the same module's rules: one definition of late and of clock skew."""
+    from shopstream.events import lateness
+    from shopstream.warehouse import silver
 
-    assert MAX_CLOCK_SKEW_S == SILVER
-
-
-def test_lateness_is_floored_whole_seconds_as_in_silver():
-    t = 1_570_000_000 * S
-    assert lateness_s(1_570_000_000_000, t) == 0
-    assert lateness_s(1_570_000_010_999, t) == 10
-    assert lateness_s(1_569_999_999_999, t) == -1          # floor, not truncation
-    assert lateness_s(1_570_000_000_000, t + 1) == -1
+    assert MAX_CLOCK_SKEW_S == silver.MAX_CLOCK_SKEW_S == lateness.MAX_CLOCK_SKEW_S
+    assert is_late is lateness.is_late and skewed is lateness.skewed
 
 
 def test_watermark_is_the_slowest_partition_still_reading():

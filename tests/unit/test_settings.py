@@ -91,3 +91,27 @@ def test_configuration_doc_is_current():
     from shopstream.configuration_doc import DOC_PATH, render
 
     assert DOC_PATH.read_text() == render(), "docs/configuration.md is stale: run `shopstream config-doc`"
+
+
+def test_unknown_variable_stops_the_start_naming_the_closest_setting(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_KAFKA__BOOTSTRAP_SERVER", "10.0.0.1:9092")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert "SHOPSTREAM_KAFKA__BOOTSTRAP_SERVER (from the environment): unknown setting; " \
+           "did you mean SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS?" in str(exc.value)
+
+
+def test_unknown_variable_in_the_dotenv_file_is_named_with_the_file(tmp_path):
+    (tmp_path / ".env").write_text("SHOPSTREAM_S3__LAKE_BUCKET=ok\nSHOPSTREAM_PIPELINE__LATENESS_BOUND=60\n")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    msg = str(exc.value)
+    assert f"SHOPSTREAM_PIPELINE__LATENESS_BOUND (from the {tmp_path / '.env'})" in msg
+    assert "did you mean SHOPSTREAM_PIPELINE__LATENESS_BOUND_S?" in msg
+    assert "LAKE_BUCKET" not in msg
+
+
+def test_a_variable_far_from_any_setting_is_still_refused(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_XYZZY", "1")
+    with pytest.raises(SettingsError, match="SHOPSTREAM_XYZZY .*no setting has a similar name"):
+        load_settings()

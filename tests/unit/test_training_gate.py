@@ -91,6 +91,11 @@ def test_gate_failed_carries_a_readable_report():
     ({"version": 1, "thresholds": {"pr_auc": {"least": 0.5}}}, "min and/or max"),
     ({"version": 1, "regression": {"pr_auc": {"tolerance": -1}}}, "tolerance >= 0"),
     ({"version": 1, "regression": {"pr_auc": {}}}, "tolerance >= 0"),
+    ({"version": 1, "thresholds": [{"pr_auc": {"min": 0.15}}]}, r"gate.yaml: `thresholds` must be a mapping"),
+    ({"version": 1, "regression": ["pr_auc"]}, r"gate.yaml: `regression` must be a mapping"),
+    ({"version": 1, "thresholds": {"pr_auc": {"min": "high"}}}, r"gate.yaml: thresholds.pr_auc.min: must be a number"),
+    ({"version": 1, "thresholds": {"pr_auc": {"min": [1]}}}, r"thresholds.pr_auc.min: must be a number"),
+    ({"version": 1, "regression": {"pr_auc": {"tolerance": "x"}}}, r"regression.pr_auc.tolerance: must be a number"),
 ])
 def test_bad_config_names_the_key(raw, match):
     with pytest.raises(GateConfigError, match=match):
@@ -103,4 +108,11 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: [unclosed")
     with pytest.raises(GateConfigError, match=str(bad)):
+        GateConfig.load(bad)
+
+
+def test_a_list_where_a_mapping_belongs_names_the_key_and_the_file(tmp_path):
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("version: 2\nthresholds:\n  - pr_auc: {min: 0.15}\n")
+    with pytest.raises(GateConfigError, match=f"{bad}: `thresholds` must be a mapping"):
         GateConfig.load(bad)

@@ -33,10 +33,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from shopstream.events.lateness import partition_for
 from shopstream.events.schema import EVENT_TYPES, REQUIRED_FIELDS
 from shopstream.events.validation import REASON_CODES, Reason
 
-LATE_THRESHOLD_S = 3600  # a produced original is late when the stream's max event time is >= 1 h ahead
+LATE_THRESHOLD_S = 3600  # the truth counts an original as late when its partition is > 1 h ahead of it
+#: the reasons the generator injects (the others are hostile inputs of other producers, see the tests)
+GENERATED_REASONS: tuple[Reason, ...] = (
+    Reason.MALFORMED_JSON, Reason.NOT_AN_OBJECT, Reason.MISSING_FIELD, Reason.WRONG_TYPE,
+    Reason.UNKNOWN_EVENT_TYPE, Reason.NEGATIVE_PRICE, Reason.BAD_TIMESTAMP,
+)
 
 
 class Category(NamedTuple):
@@ -187,6 +193,7 @@ class GeneratorConfig:
     late_rate: float = 0.02
     late_hours: tuple[float, float] = (1.0, 6.0)
     duplicate_max_lag: int = 50  # a re-send repeats one of the last this-many in-order originals
+    partitions: int = 4  # of the topic: the truth follows each event to its partition (lateness is per partition)
 
     def __post_init__(self) -> None:
         problems = []
@@ -206,6 +213,8 @@ class GeneratorConfig:
             problems.append("late_hours must be (lo, hi) with 1 <= lo < hi")
         if self.duplicate_max_lag < 1:
             problems.append("duplicate_max_lag must be >= 1")
+        if self.partitions < 1:
+            problems.append("partitions must be >= 1")
         if problems:
             raise ValueError("invalid GeneratorConfig: " + "; ".join(problems))
 
@@ -216,9 +225,11 @@ class Truth:
 
     Definitions: a *valid* message passes :func:`~shopstream.events.validation.validate_batch`; *unique*
     events are valid messages deduplicated by ``event_key`` and ``duplicates = valid_messages -
-    unique_events``. A unique event is *late* when, at the moment it is produced, the maximum event time
-    of the valid messages produced before it exceeds its own by >= 1 hour; ``late_histogram`` maps that
-    lateness in whole hours (floor) to counts. Per-day figures use the UTC date of ``event_time`` over
+    unique_events``. Lateness is :mod:`shopstream.events.lateness`'s: a unique event's lateness is how far
+    the largest event time of the valid messages produced before it *to the same partition* (Kafka's
+    default partitioner on its key, ``config.partitions`` partitions) is ahead of its own. It is *late*
+    when that is more than 1 hour; ``late_histogram`` maps ``h`` to the number of events with lateness in
+    ``(h, h + 1]`` hours (see :meth:`set_aside`). Per-day figures use the UTC date of ``event_time`` over
     unique events; revenue is the sum of purchase prices in exact cents, as a ``"1234.56"`` string. A
     cart-add *converted* when a unique purchase event with the same ``user_session`` and ``product_id``
     has an ``event_time`` >= the cart-add's.
@@ -246,6 +257,12 @@ class Truth:
     unique_products: int = 0
     first_event_time: str | None = None
     last_event_time: str | None = None
+
+    def set_aside(self, bound_s: int) -> int:
+        """Unique events later than a lateness bound of whole hours: those silver sets aside."""
+        if bound_s % 3600 or bound_s < LATE_THRESHOLD_S:
+            raise ValueError(f"the histogram answers for whole-hour bounds >= 1 h, not {bound_s} s")
+        return sum(n for h, n in self.late_histogram.items() if h >= bound_s // 3600)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (histogram keys become strings)."""
@@ -435,7 +452,8 @@ _BAD_TIMES: tuple[Any, ...] = (
     1.5e9,
 )
 _UNKNOWN_TYPES = ("click", "wishlist", "VIEW", "Purchase", "add_to_cart", "", "checkout", "view ")
-_GARBAGE = (b"", b"{event_time: 2019-10-01}", b"\xff\xfe\x00garbage", b"not json at all", b"{}}", b"[1, 2")
+_GARBAGE = (b'{"event_type": "view",}', b"{event_time: 2019-10-01}", b"{'event_type': 'view'}", b"not json at all",
+            b"{}}", b"[1, 2")
 _NON_OBJECTS = (b"[1, 2, 3]", b"42", b'"view"', b"null", b"true", b"[]")
 
 
@@ -516,10 +534,10 @@ class EventStream:
     def timed(self) -> Iterator[tuple[bytes, bytes, int]]:
         """Like iteration, with each message's arrival time (epoch ms) as a third element.
 
-        Arrival is the stream's watermark when the message is produced: the largest event time produced so
-        far, or the event's own if later. A producer sets it as the Kafka message timestamp, so a late
-        event's lateness (``arrival - event_time``) is exact and independent of topic partitioning; it is
-        the lateness the truth counts.
+        Arrival is the largest event time produced so far (or the event's own if later), as a live stream
+        would stamp it; a producer sets it as the Kafka message timestamp. The pipeline does not need it:
+        lateness is measured in event time per partition (:mod:`shopstream.events.lateness`), so a producer
+        that sets no timestamp gets the same result.
         """
         self._truth = tb = _TruthBuilder(self.config.seed)
         return _produce(self.config, tb)
@@ -629,7 +647,7 @@ def _produce(cfg: GeneratorConfig, tb: _TruthBuilder) -> Iterator[tuple[bytes, b
     s_t, s_e, s_p, s_u, s_s = sim.t, sim.etype, sim.prod, sim.user, sim.sess
     late_flags = late.tolist()
     dumps = orjson.dumps
-    reasons = list(Reason)
+    reasons = list(GENERATED_REASONS)
     day_cache: dict[int, str] = {}
     truth = tb.t
     by_day, by_type, cents_by_day = truth.unique_events_by_day, tb.by_type, tb.cents_by_day
@@ -643,6 +661,8 @@ def _produce(cfg: GeneratorConfig, tb: _TruthBuilder) -> Iterator[tuple[bytes, b
     recent: list[tuple[bytes, bytes]] = []
     max_lag = cfg.duplicate_max_lag
     watermark = -(2**62)
+    partition_max: dict[int, int] = {}  # partition -> largest event time produced to it
+    partition_of: dict[int, int] = {}  # session -> partition
     first = last = None
     vi = 0
 
@@ -687,10 +707,15 @@ def _produce(cfg: GeneratorConfig, tb: _TruthBuilder) -> Iterator[tuple[bytes, b
             if last is None or ts > last:
                 last = ts
                 truth.last_event_time = d["event_time"]
-            lateness = watermark - ts
-            if lateness >= LATE_THRESHOLD_S:
+            part = partition_of.get(s)
+            if part is None:
+                part = partition_of[s] = partition_for(key, cfg.partitions)
+            lateness = partition_max.get(part, ts) - ts
+            if lateness > LATE_THRESHOLD_S:
                 truth.late_events += 1
-                hist[lateness // 3600] = hist.get(lateness // 3600, 0) + 1
+                hist[(lateness - 1) // 3600] = hist.get((lateness - 1) // 3600, 0) + 1
+            if ts > partition_max.get(part, ts - 1):
+                partition_max[part] = ts
             if ts > watermark:
                 watermark = ts
             if et == 3:

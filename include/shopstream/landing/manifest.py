@@ -39,6 +39,8 @@ create table if not exists ops.landed_objects (
     reasons         jsonb,
     landed_at       timestamptz not null default now()
 );
+-- dead letters too large for the dead-letter topic (claim check: the payload is only in this object)
+alter table ops.landed_objects add column if not exists oversized int not null default 0;
 create index if not exists landed_objects_kind_landed_at on ops.landed_objects (kind, landed_at);
 create table if not exists ops.landing_offsets (
     consumer_group  text not null,
@@ -48,6 +50,8 @@ create table if not exists ops.landing_offsets (
     updated_at      timestamptz not null default now(),
     primary key (consumer_group, topic, kafka_partition)
 );
+-- the partition's event-time clock at next_offset: largest event time landed so far (epoch us)
+alter table ops.landing_offsets add column if not exists max_event_time_us bigint;
 create table if not exists ops.landing_intents (
     consumer_group  text not null,
     topic           text not null,
@@ -72,6 +76,16 @@ def stored_offsets(conn: psycopg.Connection, group: str, topic: str) -> dict[int
     """Next offset to read per partition, as recorded with the manifest."""
     rows = conn.execute(
         "select kafka_partition, next_offset from ops.landing_offsets where consumer_group = %s and topic = %s",
+        (group, topic),
+    ).fetchall()
+    return dict(rows)
+
+
+def stored_clocks(conn: psycopg.Connection, group: str, topic: str) -> dict[int, int]:
+    """Per partition, the largest event time landed before its next offset (epoch us; see events.lateness)."""
+    rows = conn.execute(
+        "select kafka_partition, max_event_time_us from ops.landing_offsets "
+        "where consumer_group = %s and topic = %s and max_event_time_us is not null",
         (group, topic),
     ).fetchall()
     return dict(rows)
@@ -120,25 +134,31 @@ def begin(conn: psycopg.Connection, group: str, topic: str, batches: dict[int, t
 
 
 def commit(
-    conn: psycopg.Connection, group: str, topic: str, next_offsets: dict[int, int], objects: Sequence[LakeObject]
+    conn: psycopg.Connection, group: str, topic: str, next_offsets: dict[int, int], objects: Sequence[LakeObject],
+    clocks: dict[int, int] | None = None,
 ) -> None:
-    """In one transaction: manifest rows in, next offsets advanced, intents cleared."""
+    """In one transaction: manifest rows in, next offsets (and partition clocks) advanced, intents cleared."""
+    clocks = clocks or {}
     with conn.transaction():
         with conn.cursor() as cur:
             cur.executemany(
                 "insert into ops.landed_objects (object_key, kind, topic, kafka_partition, first_offset, "
-                "last_offset, event_hour, rows, bytes, reasons) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "last_offset, event_hour, rows, bytes, reasons, oversized) "
+                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (o.key, o.kind, o.topic, o.partition, o.first_offset, o.last_offset, o.hour, o.rows,
-                     len(o.data), orjson.dumps(o.reasons).decode() if o.reasons else None)
+                     len(o.data), orjson.dumps(o.reasons).decode() if o.reasons else None, o.oversized)
                     for o in objects
                 ],
             )
             cur.executemany(
-                "insert into ops.landing_offsets (consumer_group, topic, kafka_partition, next_offset) "
-                "values (%s, %s, %s, %s) on conflict (consumer_group, topic, kafka_partition) do update "
-                "set next_offset = excluded.next_offset, updated_at = now()",
-                [(group, topic, p, off) for p, off in next_offsets.items()],
+                "insert into ops.landing_offsets (consumer_group, topic, kafka_partition, next_offset, "
+                "max_event_time_us) values (%s, %s, %s, %s, %s) "
+                "on conflict (consumer_group, topic, kafka_partition) do update "
+                "set next_offset = excluded.next_offset, "
+                "max_event_time_us = coalesce(excluded.max_event_time_us, ops.landing_offsets.max_event_time_us), "
+                "updated_at = now()",
+                [(group, topic, p, off, clocks.get(p)) for p, off in next_offsets.items()],
             )
             cur.execute(
                 "delete from ops.landing_intents where consumer_group = %s and topic = %s "
@@ -148,12 +168,15 @@ def commit(
 
 
 def totals(conn: psycopg.Connection) -> dict:
-    """Events landed, rejected by reason and objects, from the manifest."""
+    """Events landed, rejected by reason, dead letters sent by claim check (oversized) and objects."""
     ev = conn.execute(
         "select coalesce(sum(rows), 0), count(*) from ops.landed_objects where kind = 'events'"
     ).fetchone()
+    oversized = conn.execute(
+        "select coalesce(sum(oversized), 0) from ops.landed_objects where kind = 'deadletter'").fetchone()[0]
     reasons = conn.execute(
         "select r.key, sum(r.value::bigint) from ops.landed_objects o, jsonb_each_text(o.reasons) r "
         "where o.kind = 'deadletter' group by r.key order by 2 desc"
     ).fetchall()
-    return {"events": int(ev[0]), "event_objects": int(ev[1]), "rejected": {k: int(v) for k, v in reasons}}
+    return {"events": int(ev[0]), "event_objects": int(ev[1]), "rejected": {k: int(v) for k, v in reasons},
+            "oversized": int(oversized)}

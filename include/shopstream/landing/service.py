@@ -3,9 +3,17 @@
 Per batch (every ``batch_size`` messages or ``max_interval_s`` seconds): validate each partition's
 messages, cut valid rows into per-hour Parquet objects and rejections into dead-letter objects, then
 land them with the intent/commit protocol of :mod:`shopstream.landing.manifest`. Rejections are also
-produced to the dead-letter topic (keyed ``topic/partition/offset``) with their reason. Kafka offsets
-are committed only after the objects are durable and the manifest committed; on assignment a
-partition resumes from the offset recorded with the manifest.
+produced to the dead-letter topic (keyed ``topic/partition/offset``) with their reason; one too large for
+that topic goes by claim check (reason, source, size, lake key and a preview; the payload stays in the
+lake's dead-letter object). Kafka offsets are committed only after the objects are durable and the
+manifest committed; on assignment a partition resumes from the offset recorded with the manifest.
+
+No message can stop the landing: every value gets a row or a dead letter with a reason. What can stop it
+is the lake or the dead-letter path being down: then :class:`LandingStopped` says so, nothing of the
+batch is committed, and the next start lands the batch again.
+
+Every valid row also gets ``partition_max_event_time``, the largest event time landed before it in its
+partition (:mod:`shopstream.events.lateness`: silver's late rule); the clock is committed with the offset.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import psycopg
 import pyarrow as pa
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from shopstream.events.lateness import MAX_CLOCK_SKEW_S, NO_TIME, max_before
 from shopstream.events.producer import ReliableSender, make_producer
 from shopstream.events.validation import Rejection, validate_batch
 from shopstream.landing import manifest
@@ -34,6 +43,12 @@ from shopstream.settings import Settings
 from shopstream.stack.s3 import ObjectExists, minio_client, put_if_absent, s3_client
 
 log = logging.getLogger("shopstream.landing")
+
+PREVIEW_CHARS = 200  # of a claim-checked payload, in its dead-letter record
+
+
+class LandingStopped(RuntimeError):
+    """The lake or the dead-letter path failed: the batch was not committed and lands again on restart."""
 
 
 @dataclass
@@ -58,6 +73,7 @@ class LandingStats:
     valid: int = 0
     rejected: int = 0
     by_reason: Counter = field(default_factory=Counter)
+    oversized: int = 0  # dead letters sent to the topic by claim check
     objects: int = 0
     deadletter_objects: int = 0
     batches: int = 0
@@ -78,6 +94,7 @@ class LandingStats:
             f"{self.valid:,} valid -> {self.objects} objects under s3://{settings.s3.lake_bucket}/events/; "
             f"{self.rejected:,} rejected ({reasons}) -> {self.deadletter_objects} objects under "
             f"s3://{settings.s3.lake_bucket}/deadletter/ and topic {settings.kafka.invalid_topic}"
+            + (f" ({self.oversized} too large for the topic: sent by claim check)" if self.oversized else "")
             + (f"; recovered {self.recovered_intents} interrupted batch(es)" if self.recovered_intents else "")
         )
 
@@ -112,7 +129,9 @@ class LandingService:
         self.db = psycopg.connect(settings.postgres.dsn(), autocommit=True)
         manifest.ensure_schema(self.db)
         self.consumer = Consumer(k.stream_consumer_config(self.group, **{"queued.max.messages.kbytes": 256 * 1024}))
-        self.producer = ReliableSender(lambda: make_producer(settings))
+        # room for the largest dead-letter record plus its key and headers
+        self.producer = ReliableSender(lambda: make_producer(
+            settings, **{"message.max.bytes": k.deadletter_max_bytes + 65_536}))
         import pandas  # noqa: F401 - pyarrow imports it on first use (~1.5 s): pay that now, not in a batch
 
         self.stats = LandingStats()
@@ -124,6 +143,8 @@ class LandingService:
         self._assigned_at = 0.0
         self._positions = PositionGuard(settings, self.topic, self.group, "the manifest (ops.landing_offsets)",
                                         self.config.end_check_s)
+        self._clocks: dict[int, int] = {}  # partition -> largest event time landed (epoch us)
+        self._stopped = False
 
     # ----------------------------------------------------------------- lifecycle
     def request_stop(self, *_: object) -> None:
@@ -138,7 +159,10 @@ class LandingService:
         try:
             self.consumer.close()
         finally:
-            self.producer.flush(10)
+            try:
+                self.producer.flush(10)
+            except KafkaException as e:  # the batch that needed it was not committed; say so, do not mask it
+                log.warning("dead-letter producer could not flush on close: %s", e)
             self.db.close()
 
     # ----------------------------------------------------------------- rebalance
@@ -158,15 +182,18 @@ class LandingService:
         stored = manifest.stored_offsets(self.db, self.group, self.topic)
         if not self._positions.assigned(consumer, partitions, stored):
             return  # an offset is past its log end: nothing is assigned, run() raises
+        clocks = manifest.stored_clocks(self.db, self.group, self.topic)
         for p in partitions:
             p.offset = stored.get(p.partition, OFFSET_STORED)
+            self._clocks[p.partition] = clocks.get(p.partition, NO_TIME)
         self._assigned.update(ids)
         self._assigned_at = time.monotonic()
         consumer.assign(partitions)
         log.info("assigned partitions %s (offsets %s)", ids, {p.partition: p.offset for p in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.flush()
+        if not self._stopped:  # after LandingStopped the buffer was dropped: nothing to land on the way out
+            self.flush()
         self._assigned.difference_update(p.partition for p in partitions)
 
     # ----------------------------------------------------------------- main loop
@@ -245,26 +272,44 @@ class LandingService:
 
     # ----------------------------------------------------------------- one batch
     def flush(self) -> None:
-        """Land everything buffered: intent, objects, dead letters, manifest + offsets, Kafka commit."""
+        """Land everything buffered: intent, objects, dead letters, manifest + offsets, Kafka commit.
+
+        On :class:`LandingStopped` the buffer is dropped (nothing of it was committed; the next start reads
+        it again from the committed offsets) and the service refuses to go on.
+        """
         if not self._buffered:
             return
+        if self._stopped:
+            raise LandingStopped("the landing stopped after an earlier failure: start it again")
+        try:
+            self._land_buffer()
+        except LandingStopped:
+            self._stopped = True
+            self._buf, self._buffered, self._buf_since = {}, 0, None
+            raise
+
+    def _land_buffer(self) -> None:
         objects: list[LakeObject] = []
-        rejected: list[Rejection] = []
+        rejected: list[tuple[Rejection, LakeObject]] = []
         intents: dict[int, tuple[int, int, list[str]]] = {}
         next_offsets: dict[int, int] = {}
+        clocks: dict[int, int] = {}
         n_msgs = n_valid = 0
         for p, buf in self._buf.items():
             if not buf.offsets:
                 continue
             first, last = buf.offsets[0], buf.offsets[-1]
-            res = validate_batch(zip(buf.values, repeat(self.topic), repeat(p), buf.offsets))
+            res = validate_batch(zip(buf.values, repeat(self.topic), repeat(p), buf.offsets),
+                                 max_bytes=self.settings.kafka.max_event_bytes)
             valid = with_arrival_time(res.valid, buf.offsets, buf.timestamps)
+            valid, clocks[p] = with_partition_clock(valid, self._clocks.get(p, NO_TIME))
             objs = event_objects(valid, self.topic, p, first, last)
             if res.rejected:
                 ts = dict(zip(buf.offsets, buf.timestamps, strict=True))
-                objs += deadletter_objects(res.rejected, ts, self.topic, p, first, last)
+                [dead] = deadletter_objects(res.rejected, ts, self.topic, p, first, last)
+                objs.append(dead)
+                rejected += [(r, dead) for r in res.rejected]
             objects += objs
-            rejected += res.rejected
             intents[p] = (first, last, [o.key for o in objs])
             next_offsets[p] = last + 1
             n_msgs += len(buf.offsets)
@@ -274,9 +319,17 @@ class LandingService:
         if landed:  # before the intent: recovery must never remove an object the manifest holds
             raise RepeatedOffsets(self.topic, [(o, landed[o.key]) for o in objects if o.key in landed])
         manifest.begin(self.db, self.group, self.topic, intents)
-        self._upload(objects)
+        try:
+            self._upload(objects)
+        except Exception as e:  # noqa: BLE001 - any failure of the lake stops the batch uncommitted
+            raise LandingStopped(
+                f"the lake ({self.settings.s3.endpoint_url}, bucket {self.bucket}) refused the batch's objects: "
+                f"{type(e).__name__}: {e}. Nothing was committed: the batch lands again at the next start."
+            ) from e
         self._dead_letter(rejected)
-        manifest.commit(self.db, self.group, self.topic, next_offsets, objects)
+        manifest.commit(self.db, self.group, self.topic, next_offsets, objects,
+                        {p: c for p, c in clocks.items() if c != NO_TIME})
+        self._clocks.update(clocks)
         try:
             self.consumer.commit(
                 offsets=[TopicPartition(self.topic, p, off) for p, off in next_offsets.items()], asynchronous=False
@@ -289,7 +342,8 @@ class LandingService:
         s.messages += n_msgs
         s.valid += n_valid
         s.rejected += len(rejected)
-        s.by_reason.update(r.reason_code for r in rejected)
+        s.by_reason.update(r.reason_code for r, _ in rejected)
+        s.oversized += sum(o.oversized for o in objects)
         s.objects += sum(1 for o in objects if o.kind == "events")
         s.deadletter_objects += sum(1 for o in objects if o.kind == "deadletter")
         s.bytes += sum(len(o.data) for o in objects)
@@ -316,23 +370,36 @@ class LandingService:
         with ThreadPoolExecutor(self.config.upload_threads) as pool:
             list(pool.map(put, objects))
 
-    def _dead_letter(self, rejected: list[Rejection]) -> None:
-        """Produce every rejection to the dead-letter topic and wait for the broker's acks."""
+    def _dead_letter(self, rejected: list[tuple[Rejection, LakeObject]]) -> None:
+        """Produce every rejection to the dead-letter topic and wait for the broker's acks.
+
+        A record over ``SHOPSTREAM_KAFKA__DEADLETTER_MAX_BYTES`` goes by claim check (counted in its lake
+        object's ``oversized``). If the topic cannot take the records, :class:`LandingStopped` says why.
+        """
         if not rejected:
             return
-        topic = self.settings.kafka.invalid_topic
-        for r in rejected:
-            value = orjson.dumps({
-                "reason": r.reason_code,
-                "detail": r.detail,
-                "src_topic": r.topic,
-                "src_partition": r.partition,
-                "src_offset": r.offset,
-                "payload": r.payload.decode("utf-8", errors="replace") if r.payload is not None else None,
-            })
-            self.producer.produce(topic, f"{r.topic}/{r.partition}/{r.offset}".encode(), value,
-                                  headers=[("reason", r.reason_code.encode())])
-        self.producer.flush(60)  # raises if not delivered: the batch is then not committed
+        k = self.settings.kafka
+        for r, obj in rejected:
+            key = f"{r.topic}/{r.partition}/{r.offset}".encode()
+            value, oversized = deadletter_record(r, obj.key, k.deadletter_max_bytes)
+            headers = [("reason", r.reason_code.encode())] + ([("claim_check", b"true")] if oversized else [])
+            obj.oversized += oversized
+            try:
+                self.producer.produce(k.invalid_topic, key, value, headers=headers)
+            except (KafkaException, BufferError) as e:
+                self._dead_letter_down(e)
+        try:
+            self.producer.flush(60)  # raises if not delivered: the batch is then not committed
+        except KafkaException as e:
+            self._dead_letter_down(e)
+
+    def _dead_letter_down(self, e: Exception) -> None:
+        raise LandingStopped(
+            f"the dead-letter topic {self.settings.kafka.invalid_topic!r} at {self.settings.kafka.bootstrap_servers} "
+            f"did not take the batch's dead letters: {e}. Nothing was committed: the batch lands again at the next "
+            "start. If the broker refused a record as too large, set SHOPSTREAM_KAFKA__DEADLETTER_MAX_BYTES below "
+            "the topic's max.message.bytes (larger dead letters then go by claim check)."
+        ) from e
 
     def _notify(self, objects: list[LakeObject], n_valid: int) -> None:
         """Tell listeners (Airflow's asset watcher) that new partitions landed; best effort."""
@@ -358,6 +425,51 @@ def with_arrival_time(valid: pa.Table, offsets: list[int], timestamps_ms: list[i
     ts = np.asarray(timestamps_ms, dtype=np.int64)[idx]
     return valid.append_column(pa.field("src_timestamp", pa.timestamp("ms", tz="UTC")), pa.array(ts).cast(
         pa.timestamp("ms", tz="UTC")))
+
+
+def with_partition_clock(valid: pa.Table, start: int) -> tuple[pa.Table, int]:
+    """Add ``partition_max_event_time`` (largest event time landed before each row in its partition).
+
+    ``valid`` holds one partition's rows in offset order, with ``src_timestamp``; ``start`` is the
+    partition's clock before them. Clock-skewed rows (silver rejects them) do not move the clock. Returns
+    the table and the clock after it.
+    """
+    t_us = valid.column("event_time").cast(pa.int64()).to_numpy()
+    arrival_us = valid.column("src_timestamp").cast(pa.int64()).to_numpy() * 1000
+    # a message without a timestamp (-1, old message format) cannot be clock-skewed
+    counts = (t_us <= arrival_us + MAX_CLOCK_SKEW_S * 1_000_000) | (arrival_us <= 0)
+    before, end = max_before(t_us, counts, start)
+    arr = pa.array(before, pa.int64(), mask=before == NO_TIME).cast(pa.timestamp("us", tz="UTC"))
+    return valid.append_column(pa.field("partition_max_event_time", pa.timestamp("us", tz="UTC")), arr), end
+
+
+def deadletter_record(r: Rejection, lake_key: str, max_bytes: int) -> tuple[bytes, bool]:
+    """The dead-letter topic's JSON record of a rejection, and whether it went by claim check.
+
+    The payload travels as text (``payload_encoding`` ``utf-8``), as base64 when it is not UTF-8, or is
+    null for a tombstone. A record over ``max_bytes`` keeps reason, source, size, lake key and a preview
+    of ``PREVIEW_CHARS`` characters, and says ``claim_check: true``: the payload is only in the lake.
+    """
+    import base64
+
+    payload = r.payload
+    record: dict = {
+        "reason": r.reason_code, "detail": r.detail, "src_topic": r.topic, "src_partition": r.partition,
+        "src_offset": r.offset, "size": None if payload is None else len(payload), "lake_key": lake_key,
+        "claim_check": False,
+    }
+    if payload is None:
+        return orjson.dumps({**record, "payload": None, "payload_encoding": None}), False
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode(), "base64"
+    value = orjson.dumps({**record, "payload": text, "payload_encoding": encoding})
+    if len(value) <= max_bytes:
+        return value, False
+    preview = payload[:PREVIEW_CHARS * 4].decode("utf-8", errors="replace")[:PREVIEW_CHARS]
+    return orjson.dumps({**record, "claim_check": True, "payload": None, "payload_encoding": None,
+                         "preview": preview}), True
 
 
 def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[int, int]:

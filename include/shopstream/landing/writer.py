@@ -44,6 +44,7 @@ class LakeObject:
     rows: int
     data: bytes
     reasons: dict[str, int] | None = None
+    oversized: int = 0  # dead letters of this object sent to the topic by claim check
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -49,7 +49,14 @@ from shopstream.quality.results import (
     outcome_from_ge,
 )
 from shopstream.quality.store import write_run
-from shopstream.quality.suites import ExpectationSpec, SuiteSpec, ge_suite_name, load_suite
+from shopstream.quality.suites import (
+    ExpectationSpec,
+    SuiteSpec,
+    ge_suite_name,
+    load_suite,
+    suite_parameters,
+    with_parameters,
+)
 from shopstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,7 +110,7 @@ def run_suite(settings: Settings, layer: str, run_id: str,
     Re-running the same ``run_id`` replaces its dq rows and report. Never raises for failed expectations:
     call :func:`raise_for_failures` on the result (the summary is also logged, warnings included).
     """
-    spec = load_suite(layer)
+    spec = with_parameters(load_suite(layer), suite_parameters(settings))
     where_value: str | dict[str, str] | None = dict(where) if isinstance(where, Mapping) else where
     started = datetime.now(UTC)
     run_name = run_slug(run_id)

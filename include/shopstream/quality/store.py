@@ -62,3 +62,25 @@ def run_results(conn: psycopg.Connection, run_id: str, suite: str) -> list[dict[
             (run_id, suite),
         )
         return cur.fetchall()
+
+
+def set_aside_shares(conn: psycopg.Connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per silver run: rows in, late / duplicate / rejected counts and shares, restated (``silver.runs``)."""
+    if not run_ids:
+        return {}
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "select run_id, bronze_rows, late_set_aside, duplicates, rejected, restated, late_share, "
+                "duplicate_share, rejected_share from silver.runs where run_id = any(%s)", (run_ids,))
+            return {r["run_id"]: r for r in cur.fetchall()}
+    except psycopg.errors.UndefinedTable:  # no silver run yet
+        conn.rollback()
+        return {}
+
+
+def format_shares(r: dict[str, Any]) -> str:
+    """``late 1.9% (380), duplicates 2.0% (400), rejected 0.0% (0) of 20,000 rows``."""
+    return (f"late {r['late_share']:.1%} ({r['late_set_aside']:,}), duplicates {r['duplicate_share']:.1%} "
+            f"({r['duplicates']:,}), rejected {r['rejected_share']:.1%} ({r['rejected']:,}) of "
+            f"{r['bronze_rows']:,} bronze rows" + (f"; {r['restated']:,} late events restated" if r["restated"] else ""))

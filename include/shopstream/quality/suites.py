@@ -9,7 +9,9 @@ has no column (the SQL ones).
 At run time a layer's suite is split into one GE suite per (table, scope): ``table`` expectations
 (columns and types, and any with ``meta.scope: "table"``) always run on the whole table, ``rows``
 expectations on the table or, with a ``where`` filter, on a query asset that selects the filtered rows.
-This module is pure (no GE import): loading, checking, labelling and grouping.
+A kwarg may be ``{"$PARAMETER": name}``: the setting of that name (:data:`PARAMETERS`) is put in at run time
+(:func:`with_parameters`), so thresholds live in the settings module. This module is pure (no GE import):
+loading, checking, labelling and grouping.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,19 @@ _JOIN_RE = re.compile(r"\bjoin\b", re.IGNORECASE)
 _BATCH_ALIAS_RE = re.compile(
     r"\{batch\}\s+(?!(where|group|order|having|limit|union|except|intersect|window)\b)[a-z_]", re.IGNORECASE
 )
+
+
+PARAMETER = "$PARAMETER"
+#: parameters a suite may use, and the setting (``pipeline`` section) each one is read from
+PARAMETERS = {
+    "set_aside_warning_share": "set_aside_warning_share",
+    "set_aside_critical_share": "set_aside_critical_share",
+}
+
+
+def suite_parameters(settings: Any) -> dict[str, Any]:
+    """The values of :data:`PARAMETERS` in these settings."""
+    return {name: getattr(settings.pipeline, attr) for name, attr in PARAMETERS.items()}
 
 
 class SuiteError(ValueError):
@@ -187,6 +202,10 @@ def parse_suite(raw: dict[str, Any], layer: str, path: Path) -> SuiteSpec:
         m.pop("label", None)
         if m.get("scope", "rows") not in SCOPES:
             raise SuiteError(f"{where}: meta.scope must be one of {SCOPES} (got {m['scope']!r})")
+        for k, v in item["kwargs"].items():
+            if isinstance(v, dict) and PARAMETER in v and v[PARAMETER] not in PARAMETERS:
+                raise SuiteError(f"{where}: kwarg {k!r} names unknown parameter {v[PARAMETER]!r}; "
+                                 f"known: {sorted(PARAMETERS)}")
         if item["type"] == "unexpected_rows_expectation":
             query = item["kwargs"].get("unexpected_rows_query", "")
             if "{batch}" not in query:
@@ -212,6 +231,15 @@ def parse_suite(raw: dict[str, Any], layer: str, path: Path) -> SuiteSpec:
         if t not in {s.table for s in specs}:
             raise SuiteError(f"{path}: meta.where_tables names {t!r}, which no expectation checks")
     return SuiteSpec(layer, path, dict(meta), tuple(specs))
+
+
+def with_parameters(spec: SuiteSpec, values: Mapping[str, Any]) -> SuiteSpec:
+    """The suite with every ``{"$PARAMETER": name}`` kwarg replaced by ``values[name]``."""
+    def put(v: Any) -> Any:
+        return values[v[PARAMETER]] if isinstance(v, dict) and PARAMETER in v else v
+
+    return replace(spec, expectations=tuple(
+        replace(e, kwargs={k: put(v) for k, v in e.kwargs.items()}) for e in spec.expectations))
 
 
 def ge_suite_name(layer: str, table: str, scope: str) -> str:

@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopstream.quality.report import PLUGIN_PREFIX, REPORTS_PREFIX, local_reports_root, page, safe_page
-from shopstream.quality.store import recent_runs, run_results
+from shopstream.quality.store import format_shares, recent_runs, run_results, set_aside_shares
 from shopstream.quality.suites import LAYERS
 from shopstream.settings import Settings, get_settings
 
@@ -117,9 +117,10 @@ def create_app(settings_factory=get_settings) -> FastAPI:
         with psycopg.connect(s.postgres.dsn(), connect_timeout=5) as conn:
             runs = recent_runs(conn, 1, suite, run_id)
             results = run_results(conn, run_id, suite)
+            shares = set_aside_shares(conn, [run_id]).get(run_id) if suite == "silver" else None
         if not runs:
             raise HTTPException(status_code=404, detail=f"no {suite} run {run_id!r} in dq.runs")
-        return HTMLResponse(render_results_page(runs[0], results, _root(request)))
+        return HTMLResponse(render_results_page(runs[0], results, _root(request), shares))
 
     @app.get("/reports/{run}/{layer}/{page_path:path}", dependencies=auth)
     def report(run: str, layer: str, page_path: str) -> Response:
@@ -150,7 +151,11 @@ def _media_type(name: str) -> str:
 def _runs(s: Settings, limit: int, suite: str | None, run_id: str | None) -> tuple[list[dict], str | None]:
     try:
         with psycopg.connect(s.postgres.dsn(), connect_timeout=5) as conn:
-            return recent_runs(conn, limit, suite, run_id), None
+            rows = recent_runs(conn, limit, suite, run_id)
+            shares = set_aside_shares(conn, [r["run_id"] for r in rows if r["suite"] == "silver"])
+            for r in rows:
+                r["shares"] = shares.get(r["run_id"]) if r["suite"] == "silver" else None
+            return rows, None
     except psycopg.errors.UndefinedTable:
         return [], "The dq tables do not exist yet: no suite has run."
     except psycopg.Error as e:
@@ -206,27 +211,31 @@ def render_runs_page(rows: list[dict], root: str, suite: str | None, run_id: str
         details = f"{root}/runs/{e(r['suite'])}?run_id={e(_quote(r['run_id']))}"
         status = ("<span class='pill pass'>passed</span>" if r["success"]
                   else "<span class='pill fail'>FAILED</span>")
+        shares = r.get("shares")
         body_rows.append(
             f"<tr><td><code>{e(r['run_id'])}</code></td><td>{e(r['suite'])}</td><td>{status}</td>"
             f"<td>{r['evaluated']}</td><td>{r['failed']}</td>"
+            f"<td>{e(format_shares(shares)) if shares else ''}</td>"
             f"<td>{r['finished_at']:%Y-%m-%d %H:%M:%S}</td>"
             f"<td><a href='{details}'>results</a>"
             + (f" &middot; <a href='{e(link)}'>report</a>" if link else "") + "</td></tr>"
         )
     table = (
         "<table><tr><th>run</th><th>suite</th><th>result</th><th>evaluated</th><th>failed</th>"
-        "<th>finished (UTC)</th><th></th></tr>" + "".join(body_rows) + "</table>"
+        "<th>set aside (silver)</th><th>finished (UTC)</th><th></th></tr>" + "".join(body_rows) + "</table>"
         if body_rows else f"<p class='muted'>{e(problem or 'No suite runs recorded yet.')}</p>"
     )
     body = (
         "<h1>Data quality</h1><div class='muted'>Great Expectations suites per layer (bronze, silver, "
         "gold); newest first. <em>failed</em> counts every failed expectation; a run fails only on a "
-        "critical one.</div>" + form + table
+        "critical one. <em>set aside</em>: the shares of a silver run's rows set aside as late, dropped as "
+        "duplicates and rejected (checked against SHOPSTREAM_PIPELINE__SET_ASIDE_WARNING_SHARE / "
+        "_CRITICAL_SHARE).</div>" + form + table
     )
     return page("Data quality", body)
 
 
-def render_results_page(run: dict, results: list[dict], root: str) -> str:
+def render_results_page(run: dict, results: list[dict], root: str, shares: dict | None = None) -> str:
     e = html.escape
     link = _report_link(root, run.get("report_key"))
     rows = []
@@ -245,7 +254,8 @@ def render_results_page(run: dict, results: list[dict], root: str) -> str:
         + f"</h1><div class='muted'>{run['evaluated']} evaluated, {run['failed']} failed, finished "
         f"{run['finished_at']:%Y-%m-%d %H:%M:%S} UTC"
         + (f" &middot; <a href='{e(link)}'>full report with Data Docs</a>" if link else "") + "</div>"
-        "<table><tr><th>result</th><th>severity</th><th>expectation</th><th>observed</th>"
+        + (f"<p><strong>Set aside by this run:</strong> {e(format_shares(shares))}</p>" if shares else "")
+        + "<table><tr><th>result</th><th>severity</th><th>expectation</th><th>observed</th>"
         "<th>unexpected</th><th>sample</th></tr>" + "".join(rows) + "</table>"
     )
     return page(f"DQ {run['suite']} {run['run_id']}", body)

@@ -3,9 +3,12 @@
 It reads the raw topic with its own consumer group (``SHOPSTREAM_SERVING__CONSUMER_GROUP``) and validates
 each batch with :func:`shopstream.events.validation.validate_batch`, so it sees exactly the events the landing
 service lands (invalid messages are the landing service's to dead-letter; here they are only counted). Then,
-as silver does for the gold table, it drops events silver sets aside (late by ``SHOPSTREAM_PIPELINE__
-LATENESS_BOUND_S`` or more, or stamped more than the allowed clock skew after their arrival) and re-sends
-(by event key), and applies the rest with :func:`~shopstream.serving.feature_store.apply_events`.
+as silver does for the gold table, it drops events silver sets aside (late by :mod:`shopstream.events.lateness`'s
+rule: more than ``SHOPSTREAM_PIPELINE__LATENESS_BOUND_S`` behind the largest earlier event time of their
+partition, or stamped more than the allowed clock skew after their arrival) and re-sends (by event key), and
+applies the rest with :func:`~shopstream.serving.feature_store.apply_events`. Each partition's clock is
+recorded with its offset, so a restart classifies the events it reads again exactly as before. (Events silver
+restates later, on request, are not replayed into the online state: they are history by then.)
 
 Time order across partitions. Messages are keyed by session, so one user's sessions can sit on different
 partitions, and a consumer catching up on a backlog can read one partition far ahead of another. Gold
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 
+from shopstream.events.lateness import MAX_CLOCK_SKEW_S, is_late, skewed  # noqa: F401 - MAX_CLOCK_SKEW_S re-exported
 from shopstream.events.validation import validate_batch
 from shopstream.landing.service import PositionGuard
 from shopstream.serving.feature_store import (
@@ -47,7 +51,6 @@ from shopstream.settings import Settings
 
 log = logging.getLogger("shopstream.features")
 
-MAX_CLOCK_SKEW_S = 300   # as shopstream.warehouse.silver.MAX_CLOCK_SKEW_S (a unit test keeps them equal)
 _NEG_INF = -(2**63)
 _POS_INF = 2**63
 
@@ -111,11 +114,7 @@ class _Pending:
     partition: int
     offset: int
     since: float
-
-
-def lateness_s(arrival_ms: int, t_us: int) -> int:
-    """Whole seconds from event time to arrival, floored, as silver computes ``lateness_raw``."""
-    return (arrival_ms * 1000 - t_us) // 1_000_000
+    clock: int | None = None  # the partition's clock before this event (recorded if reading resumes here)
 
 
 def watermark(assigned: set[int], at_end: set[int], latest: dict[int, int], drained: bool = False) -> int:
@@ -157,6 +156,7 @@ class FeatureStoreConsumer:
         self._raw_since: float | None = None
         self._pending: list[_Pending] = []
         self._high: dict[int, int] = {}          # partition -> latest event time read (us)
+        self._clock: dict[int, int] = {}         # partition -> lateness clock: largest unskewed event time (us)
         self._next: dict[int, int] = {}          # partition -> offset after the last message read
         self._written: dict[int, int] = {}        # offsets last recorded
         self._last_flush = time.monotonic()
@@ -181,11 +181,17 @@ class FeatureStoreConsumer:
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = {int(p): int(off) for p, off in self.redis.hgetall(self.offsets_key).items()}
+        raw = self.redis.hgetall(self.offsets_key)  # "<partition>": next offset, "clock:<partition>": clock
+        stored = {int(p): int(off) for p, off in raw.items() if p.isdigit()}
         if not self._positions.assigned(consumer, partitions, stored):
             return  # an offset is past its log end: nothing is assigned, run() raises
         for p in partitions:
             p.offset = stored.get(p.partition, OFFSET_STORED)
+            clock = raw.get(f"clock:{p.partition}")
+            if clock is not None:
+                self._clock[p.partition] = int(clock)
+            else:
+                self._clock.pop(p.partition, None)
         self._assigned.update(p.partition for p in partitions)
         self._assigned_at = time.monotonic()
         consumer.assign(partitions)
@@ -202,6 +208,7 @@ class FeatureStoreConsumer:
         for p in gone:
             self._high.pop(p, None)
             self._next.pop(p, None)
+            self._clock.pop(p, None)
 
     # ----------------------------------------------------------------- main loop
     def run(self, until_idle: bool = False) -> ConsumerStats:
@@ -261,7 +268,7 @@ class FeatureStoreConsumer:
         if not self._raw:
             return
         now = time.monotonic()
-        res = validate_batch(self._raw)
+        res = validate_batch(self._raw, max_bytes=self.settings.kafka.max_event_bytes)
         s = self.stats
         s.messages += len(self._raw)
         s.invalid += len(res.rejected)
@@ -273,15 +280,16 @@ class FeatureStoreConsumer:
             if e.t_us > self._high.get(p, _NEG_INF):
                 self._high[p] = e.t_us
             arrival = self._arrival.get((p, off), -1)
-            if arrival is not None and arrival > 0:
-                late = lateness_s(arrival, e.t_us)
-                if late < -MAX_CLOCK_SKEW_S:
-                    s.skewed += 1
-                    continue
-                if max(late, 0) >= self.bound_s:
-                    s.late += 1
-                    continue
-            self._pending.append(_Pending(e, p, off, now))
+            if arrival is not None and arrival > 0 and skewed(e.t_us, arrival):
+                s.skewed += 1
+                continue
+            before = self._clock.get(p)
+            if before is None or e.t_us > before:
+                self._clock[p] = e.t_us
+            if is_late(e.t_us, before, self.bound_s):
+                s.late += 1
+                continue
+            self._pending.append(_Pending(e, p, off, now, before))
         self._raw = []
         self._arrival = {}
         self._raw_since = None
@@ -305,10 +313,13 @@ class FeatureStoreConsumer:
             log.warning("released %d held-back events early (more than %d waiting for a slow partition)",
                         over, self.config.max_pending)
         self._pending = held
-        offsets = dict(self._next)
-        for x in held:   # a held event's offset is the next to read for its partition
+        offsets: dict[int | str, int] = dict(self._next)
+        clocks = dict(self._clock)
+        for x in held:   # a held event's offset is the next to read for its partition, with its clock
             if x.offset < offsets.get(x.partition, _POS_INF):
                 offsets[x.partition] = x.offset
+                clocks[x.partition] = x.clock
+        offsets.update({f"clock:{p}": c for p, c in clocks.items() if c is not None and p in offsets})
         if not ready and offsets == self._written:
             return
         size = self.config.batch_size
@@ -323,8 +334,8 @@ class FeatureStoreConsumer:
         self._written = offsets
         if offsets:
             try:
-                self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                                     asynchronous=False)
+                self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()
+                                              if isinstance(p, int)], asynchronous=False)
             except KafkaException as e:   # Redis holds the truth; Kafka's copy is for lag tooling
                 log.warning("Kafka offset commit failed (Redis has the offsets): %s", e)
         if ready and self.on_batch:

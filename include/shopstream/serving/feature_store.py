@@ -18,7 +18,8 @@ sessions per user):
 ``<p>us:<user>``               set: the user's session ids; TTL ``user_ttl_s``
 ``<p>seen:<event_key>``        an applied event (re-sends are dropped); TTL ``dedupe_ttl_s``
 ``<p>cf:<event_key>``          JSON features of an applied cart-add, as of that event; TTL ``feature_log_ttl_s``
-``<p>offsets:<group>:<topic>`` hash: partition -> next offset to read (written with the state it covers)
+``<p>offsets:<group>:<topic>`` hash: partition -> next offset to read (written with the state it covers),
+and ``clock:<partition>`` -> the partition's event-time clock at that offset (epoch us, see events.lateness)
 =============================  =========================================================================
 
 Order and exactness. Gold orders a user's events by ``(event_time, event_key)``. :func:`apply_events` sorts
@@ -215,7 +216,7 @@ class ApplyResult:
 
 
 def apply_events(client, events: Sequence[Event], keys: Keys | None = None, ttls: Ttls | None = None,
-                 offsets: tuple[str, Mapping[int, int]] | None = None, max_retries: int = 20) -> ApplyResult:
+                 offsets: tuple[str, Mapping[int | str, int]] | None = None, max_retries: int = 20) -> ApplyResult:
     """Apply events (deduplicated by event key) to the state in Redis, in ``(event_time, event_key)`` order.
 
     ``offsets`` is ``(key, {partition: next_offset})`` to record in the same transaction. Re-sends (an event

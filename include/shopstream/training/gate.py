@@ -64,22 +64,41 @@ class GateConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<dict>") -> GateConfig:
+        """Check and read a config mapping; :class:`GateConfigError` names the file (``source``) and the key."""
         if not isinstance(raw, dict) or "version" not in raw:
             raise GateConfigError(f"{source}: needs a top-level `version` (bump it with every change)")
         thresholds: dict[str, dict[str, float]] = {}
-        for metric, bound in (raw.get("thresholds") or {}).items():
+        for metric, bound in _section(raw, "thresholds", source, "metric: {min: x} and/or {max: y}").items():
             _known(metric, f"{source}: thresholds.{metric}")
             if not isinstance(bound, dict) or not set(bound) or not set(bound) <= {"min", "max"}:
-                raise GateConfigError(f"{source}: thresholds.{metric} must be a mapping with min and/or max")
-            thresholds[metric] = {k: float(v) for k, v in bound.items()}
+                raise GateConfigError(f"{source}: thresholds.{metric} must be a mapping with min and/or max "
+                                      f"(got {bound!r})")
+            thresholds[metric] = {k: _number(v, f"{source}: thresholds.{metric}.{k}") for k, v in bound.items()}
         regression: dict[str, float] = {}
-        for metric, rule in (raw.get("regression") or {}).items():
+        for metric, rule in _section(raw, "regression", source, "metric: {tolerance: x}").items():
             _known(metric, f"{source}: regression.{metric}")
             tol = rule.get("tolerance") if isinstance(rule, dict) else rule
-            if tol is None or float(tol) < 0:
-                raise GateConfigError(f"{source}: regression.{metric} needs a tolerance >= 0")
+            where = f"{source}: regression.{metric}.tolerance"
+            if tol is None or _number(tol, where) < 0:
+                raise GateConfigError(f"{where}: needs a tolerance >= 0 (got {tol!r})")
             regression[metric] = float(tol)
         return cls(str(raw["version"]), thresholds, regression, source)
+
+
+def _section(raw: dict, key: str, source: str, shape: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise GateConfigError(f"{source}: `{key}` must be a mapping ({shape}), got {type(value).__name__} {value!r}")
+    return value
+
+
+def _number(v: object, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise GateConfigError(f"{where}: must be a number, got {type(v).__name__} {v!r}")
+    try:
+        return float(v)
+    except ValueError:
+        raise GateConfigError(f"{where}: must be a number, got {v!r}") from None
 
 
 def _known(metric: str, where: str) -> None:

@@ -28,8 +28,10 @@ create table if not exists bronze.events (
     src_timestamp  timestamptz not null,      -- Kafka timestamp = arrival time
     object_key     text not null,             -- lake object the row was loaded from
     loaded_at      timestamptz not null,
+    partition_max_event_time timestamptz,     -- largest event time landed before it in its partition
     primary key (src_topic, src_partition, src_offset)
 );
+alter table bronze.events add column if not exists partition_max_event_time timestamptz;
 create index if not exists bronze_events_object_key on bronze.events (object_key);
 create index if not exists bronze_events_event_time on bronze.events (event_time);
 create table if not exists bronze.loads (
@@ -59,14 +61,14 @@ create table if not exists silver.events (
     user_id          bigint not null,
     user_session     text not null,
     arrival_time     timestamptz not null,    -- first arrival (Kafka timestamp) of the event
-    lateness_s       bigint not null,         -- arrival_time - event_time in seconds (>= 0)
+    lateness_s       bigint not null,         -- seconds behind the largest earlier event time of its partition (>= 0)
     copies           int not null,            -- how many times the event arrived (1 = no re-send)
     session_seq      int not null             -- 1-based order of the event within its session
 );
 create index if not exists silver_events_hour on silver.events (event_hour);
 create index if not exists silver_events_session on silver.events (user_session);
 create index if not exists silver_events_user on silver.events (user_id, event_time);
-create table if not exists silver.late_events (   -- set aside: later than the lateness bound
+create table if not exists silver.late_events (   -- set aside: later than the lateness bound (watermark)
     event_key        text primary key,
     event_time       timestamptz not null,
     event_hour       timestamptz not null,
@@ -103,6 +105,27 @@ create table if not exists silver.sessions (
     n_removes        int not null,
     n_purchases      int not null,
     revenue          numeric(14, 2) not null
+);
+create table if not exists silver.restated_events (  -- late events brought back into silver on request
+    event_key        text primary key,
+    event_time       timestamptz not null,
+    event_hour       timestamptz not null,
+    run_id           text not null,           -- the run whose restate range took it in
+    restated_at      timestamptz not null default now()
+);
+create table if not exists silver.runs (          -- one row per silver run: what it set aside, as shares
+    run_id           text primary key,
+    hours            int not null,
+    bronze_rows      bigint not null,
+    silver_rows      bigint not null,
+    duplicates       bigint not null,
+    late_set_aside   bigint not null,
+    rejected         bigint not null,
+    restated         bigint not null,         -- late events of these hours restated into silver (in silver_rows)
+    late_share       double precision not null,   -- late_set_aside / bronze_rows (0 when no rows)
+    duplicate_share  double precision not null,
+    rejected_share   double precision not null,
+    processed_at     timestamptz not null default now()
 );
 create table if not exists silver.reconciliation (  -- one row per processed event hour
     event_hour       timestamptz primary key,

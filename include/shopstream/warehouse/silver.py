@@ -4,7 +4,12 @@ Unit of work: the sessions that have events in the affected hours (the hours a r
 or a range asked for by hand). Each such session is rebuilt from ALL its bronze rows, so a late event
 updates the hour it belongs to, and its session, and re-running gives the same rows. The write is one
 transaction: delete the sessions' rows, COPY the new ones, recompute ``silver.reconciliation`` for the
-hours they touch.
+hours they touch and record the run's shares set aside in ``silver.runs``.
+
+Late is :mod:`shopstream.events.lateness`'s rule: an event more than the bound behind the largest earlier
+event time of its Kafka partition (``partition_max_event_time``, landed with each row). A *restate* range
+(event time) brings the late events set aside in it back: their keys go to ``silver.restated_events`` and
+they are events from then on, in every rebuild of their sessions.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from shopstream.events.lateness import MAX_CLOCK_SKEW_S
 from shopstream.settings import Settings
 from shopstream.spark_session import read_query
 from shopstream.warehouse.copy import copy_arrow
@@ -23,13 +29,13 @@ from shopstream.warehouse.ddl import ensure_schemas
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# an event stamped more than this after it arrived has a broken clock: rejected with a reason
-MAX_CLOCK_SKEW_S = 300
+# MAX_CLOCK_SKEW_S (imported): an event stamped more than this after it arrived has a broken clock: rejected
 
 # the bronze columns silver uses (not the lake object and load time)
 BRONZE_INPUT = [
     "event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id",
     "user_session", "event_key", "src_topic", "src_partition", "src_offset", "src_timestamp",
+    "partition_max_event_time",
 ]
 SILVER_COLUMNS = [
     "event_key", "event_time", "event_hour", "event_date", "event_type", "product_id", "category_id",
@@ -60,12 +66,18 @@ class SilverResult:
     rejected: int
     hours_out: list[str]
     seconds: float
+    restated: int = 0
 
     def summary(self) -> str:
+        def share(n: int) -> str:
+            return f"{n / self.bronze_rows:.1%}" if self.bronze_rows else "0%"
+
         return (
             f"silver: {self.sessions:,} sessions rebuilt from {self.bronze_rows:,} bronze rows -> "
-            f"{self.silver_rows:,} events, {self.duplicates:,} duplicates dropped, {self.late:,} late set aside, "
-            f"{self.rejected:,} rejected; {len(self.hours_out)} hours reconciled in {self.seconds:.1f}s"
+            f"{self.silver_rows:,} events ({self.restated:,} restated late events among them), "
+            f"{self.duplicates:,} duplicates dropped ({share(self.duplicates)}), {self.late:,} late set aside "
+            f"({share(self.late)}), {self.rejected:,} rejected ({share(self.rejected)}); "
+            f"{len(self.hours_out)} hours reconciled in {self.seconds:.1f}s"
         )
 
 
@@ -74,21 +86,41 @@ def hours_literal(hours: list[str]) -> str:
     return "'{" + ",".join(f'"{h}"' for h in hours) + "}'::timestamptz[]"
 
 
-def affected_hours(conn: psycopg.Connection, run_id: str, start: str | None = None, end: str | None = None) -> list[str]:
-    """Hours to (re)build: those whose objects this run loaded, plus bronze hours in [start, end)."""
+def affected_hours(conn: psycopg.Connection, run_id: str, start: str | None = None, end: str | None = None,
+                   restate_from: str | None = None, restate_to: str | None = None) -> list[str]:
+    """Hours to (re)build: those whose objects this run loaded, bronze hours in [start, end), and the hours
+    of the events restated in [restate_from, restate_to)."""
     rows = conn.execute(
         "select distinct o.event_hour from bronze.loads l join ops.landed_objects o using (object_key) "
         "where l.run_id = %(run)s "
         "union select distinct date_trunc('hour', event_time, 'UTC') from bronze.events "
         "where %(start)s::timestamptz is not null and event_time >= %(start)s and event_time < %(end)s "
+        "union select distinct event_hour from silver.restated_events "
+        "where %(rfrom)s::timestamptz is not null and event_time >= %(rfrom)s and event_time < %(rto)s "
         "order by 1",
-        {"run": run_id, "start": start, "end": end or "infinity"},
+        {"run": run_id, "start": start, "end": end or "infinity", "rfrom": restate_from,
+         "rto": restate_to or "infinity"},
     ).fetchall()
     return [r[0].isoformat() for r in rows]
 
 
+def restate(conn: psycopg.Connection, run_id: str, start: str, end: str | None = None) -> int:
+    """Take the late events set aside with event time in [start, end) back into silver; how many were new.
+
+    Idempotent: a key restated once stays restated (a second run over the range finds nothing new).
+    """
+    with conn.transaction():
+        return conn.execute(
+            "insert into silver.restated_events (event_key, event_time, event_hour, run_id) "
+            "select event_key, event_time, event_hour, %(run)s from silver.late_events "
+            "where event_time >= %(start)s and event_time < %(end)s on conflict (event_key) do nothing",
+            {"run": run_id, "start": start, "end": end or "infinity"},
+        ).rowcount
+
+
 def deduplicate(bronze: DataFrame) -> DataFrame:
-    """One row per ``event_key``: its first arrival, with ``copies``, ``arrival_time``, raw lateness and hour."""
+    """One row per ``event_key``: its first arrival, with ``copies``, ``arrival_time``, ``lateness_raw``
+    (arrival - event time, s: the clock-skew rule), ``behind_us`` (partition clock - event time) and hour."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -107,6 +139,7 @@ def deduplicate(bronze: DataFrame) -> DataFrame:
             "lateness_raw",
             F.floor((F.unix_micros("arrival_time") - F.unix_micros("event_time")) / F.lit(1_000_000)).cast("long"),
         )
+        .withColumn("behind_us", F.unix_micros("partition_max_event_time") - F.unix_micros("event_time"))
         .withColumn("event_hour", F.date_trunc("hour", "event_time"))
     )
 
@@ -114,16 +147,21 @@ def deduplicate(bronze: DataFrame) -> DataFrame:
 def classify(df: DataFrame, bound_s: int) -> DataFrame:
     """Deduplicated rows -> each one's ``kind`` (event, late, rejected), typed columns and ``session_seq``.
 
-    ``session_seq`` numbers the events (kind ``event``) of a session; the window runs on the distribution
-    by session that :func:`deduplicate` made, so classifying costs no shuffle.
+    Late: more than ``bound_s`` behind the partition's clock (strictly, as in :func:`~shopstream.events.
+    lateness.is_late`), unless restated. ``session_seq`` numbers the events (kind ``event``) of a session;
+    the window runs on the distribution by session that :func:`deduplicate` made, so classifying costs no
+    shuffle.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     levels = F.split(F.col("category_code"), r"\.")
-    lateness = F.greatest(F.col("lateness_raw"), F.lit(0))
-    kind = (F.when(F.col("lateness_raw") < -MAX_CLOCK_SKEW_S, "rejected")
-            .when(lateness >= F.lit(bound_s), "late").otherwise("event"))
+    behind = F.col("behind_us")
+    lateness = F.coalesce(F.greatest(F.floor(behind / F.lit(1_000_000)), F.lit(0)), F.lit(0)).cast("long")
+    late = behind.isNotNull() & (behind > F.lit(bound_s * 1_000_000)) & ~F.col("restated")
+    skewed = (F.col("lateness_raw") < -MAX_CLOCK_SKEW_S) & (F.unix_micros("arrival_time") > 0)  # -1: no timestamp
+    kind = (F.when(skewed, "rejected")
+            .when(late, "late").otherwise("event"))
     in_session = Window.partitionBy("user_session", "kind").orderBy("event_time", "event_key")
     return (
         df.withColumn("kind", kind)
@@ -176,18 +214,24 @@ def transform(classified: DataFrame, bound_s: int) -> dict[str, DataFrame]:
 
 
 def build(spark: SparkSession, settings: Settings, run_id: str, start: str | None = None,
-          end: str | None = None) -> SilverResult:
-    """Rebuild silver for the sessions of this run's affected hours; one transaction."""
-    from pyspark.sql import functions as F
+          end: str | None = None, restate_from: str | None = None, restate_to: str | None = None) -> SilverResult:
+    """Rebuild silver for the sessions of this run's affected hours (restating the late events of
+    ``[restate_from, restate_to)`` first); one transaction."""
 
     t0 = time.monotonic()
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
         ensure_schemas(conn, only=("bronze", "silver"))
-        hours = affected_hours(conn, run_id, start, end)
+        if restate_from:
+            restate(conn, run_id, restate_from, restate_to)
+        hours = affected_hours(conn, run_id, start, end, restate_from, restate_to)
+        if not hours:
+            record_run(conn, run_id)
     if not hours:
         return SilverResult(0, 0, 0, 0, 0, 0, 0, [], time.monotonic() - t0)
     bronze = read_query(spark, settings, (
-        f"select {', '.join(f'b.{c}' for c in BRONZE_INPUT)} from bronze.events b where b.user_session in ("
+        f"select {', '.join(f'b.{c}' for c in BRONZE_INPUT)}, "
+        "exists (select 1 from silver.restated_events r where r.event_key = b.event_key) as restated "
+        "from bronze.events b where b.user_session in ("
         "select distinct user_session from bronze.events "
         f"where event_time >= '{hours[0]}'::timestamptz and event_time < '{hours[-1]}'::timestamptz + interval '1 hour' "
         f"and date_trunc('hour', event_time, 'UTC') = any({hours_literal(hours)}))"
@@ -196,9 +240,8 @@ def build(spark: SparkSession, settings: Settings, run_id: str, start: str | Non
     classified = classify(deduplicate(bronze), settings.pipeline.lateness_bound_s).cache()
     frames = transform(classified, settings.pipeline.lateness_bound_s)
     tables = {name: df.toArrow() for name, df in frames.items()}
-    # every bronze row is one copy of a kept key, and every session keeps at least one row
+    # every session keeps at least one row
     sessions = classified.select("user_session").distinct().toArrow()
-    bronze_rows = classified.agg(F.sum("copies")).first()[0] or 0
     classified.unpersist()
 
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn, conn.transaction():
@@ -215,12 +258,40 @@ def build(spark: SparkSession, settings: Settings, run_id: str, start: str | Non
             "where user_session in (select user_session from touched_sessions) order by 1"
         )]
         reconcile(conn, hours_out, run_id)
-    t = tables
-    duplicates = bronze_rows - (t["events"].num_rows + t["late"].num_rows + t["rejected"].num_rows)
+        run = record_run(conn, run_id)
     return SilverResult(
-        len(hours), sessions.num_rows, bronze_rows, t["events"].num_rows, duplicates, t["late"].num_rows,
-        t["rejected"].num_rows, [h.isoformat() for h in hours_out], time.monotonic() - t0,
+        len(hours), sessions.num_rows, run["bronze_rows"], run["silver_rows"], run["duplicates"],
+        run["late_set_aside"], run["rejected"], [h.isoformat() for h in hours_out], time.monotonic() - t0,
+        run["restated"],
     )
+
+
+def record_run(conn: psycopg.Connection, run_id: str) -> dict:
+    """Write the run's totals and shares set aside (over the hours it reconciled) to ``silver.runs``."""
+    row = conn.execute(
+        """
+        insert into silver.runs (run_id, hours, bronze_rows, silver_rows, duplicates, late_set_aside, rejected,
+                                 restated, late_share, duplicate_share, rejected_share)
+        select %(run)s, count(*), coalesce(sum(bronze_rows), 0), coalesce(sum(silver_rows), 0),
+               coalesce(sum(duplicates), 0), coalesce(sum(late_set_aside), 0), coalesce(sum(rejected), 0),
+               (select count(*) from silver.restated_events x where x.event_hour in (
+                    select event_hour from silver.reconciliation where run_id = %(run)s)
+                and exists (select 1 from silver.events e where e.event_key = x.event_key)),
+               coalesce(sum(late_set_aside)::float8 / nullif(sum(bronze_rows), 0), 0),
+               coalesce(sum(duplicates)::float8 / nullif(sum(bronze_rows), 0), 0),
+               coalesce(sum(rejected)::float8 / nullif(sum(bronze_rows), 0), 0)
+        from silver.reconciliation where run_id = %(run)s
+        on conflict (run_id) do update set hours = excluded.hours, bronze_rows = excluded.bronze_rows,
+            silver_rows = excluded.silver_rows, duplicates = excluded.duplicates,
+            late_set_aside = excluded.late_set_aside, rejected = excluded.rejected, restated = excluded.restated,
+            late_share = excluded.late_share, duplicate_share = excluded.duplicate_share,
+            rejected_share = excluded.rejected_share, processed_at = now()
+        returning bronze_rows, silver_rows, duplicates, late_set_aside, rejected, restated
+        """,
+        {"run": run_id},
+    ).fetchone()
+    return dict(zip(("bronze_rows", "silver_rows", "duplicates", "late_set_aside", "rejected", "restated"), row,
+                    strict=True))
 
 
 def reconcile(conn: psycopg.Connection, hours: list, run_id: str) -> None:
