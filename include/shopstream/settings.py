@@ -295,6 +295,11 @@ class ServingSettings(BaseModel):
         3600, ge=60, description="how long the features of each applied cart-add (as of that event) are kept"
     )
     consumer_group: str = Field("shopstream-features", description="consumer group of the feature-store consumer")
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="when set, POST /predict and GET /model need it in the X-API-Key header; empty = no key "
+        "(the embedded stack, which listens on loopback only)",
+    )
     batch_size: int = Field(5000, ge=1, description="feature-store consumer: most events per Redis transaction")
     max_interval_s: float = Field(0.2, gt=0, description="feature-store consumer: longest a partial batch waits")
     max_hold_s: float = Field(
