@@ -28,6 +28,7 @@ def configure(settings: Settings) -> None:
     import mlflow
 
     os.environ.update(settings.s3_env())
+    os.environ.update(settings.mlflow.client_env())   # the login, where the server runs its basic-auth app
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow.uri
     mlflow.set_tracking_uri(settings.mlflow.uri)
     mlflow.set_registry_uri(settings.mlflow.uri)
