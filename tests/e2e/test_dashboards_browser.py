@@ -269,6 +269,7 @@ def test_date_axes_stay_inside_the_event_days(superset: Settings, client: Supers
 # ------------------------------------------------------------------------------------------ Airflow
 def _airflow_login(driver, s: Settings) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     driver.get(f"{s.airflow.base_url}/")
     assert _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "input[name='username'], input#username")
@@ -277,7 +278,7 @@ def _airflow_login(driver, s: Settings) -> None:
         driver.find_element(By.CSS_SELECTOR, "input[name='username'], input#username").send_keys(s.airflow.admin_user)
         pw = driver.find_element(By.CSS_SELECTOR, "input[name='password'], input#password")
         pw.send_keys(s.airflow.admin_password.get_secret_value())
-        pw.submit()
+        pw.send_keys(Keys.ENTER)
 
 
 def test_airflow_home_shows_no_failed_dag(stack_settings: Settings, training_run, browser):
