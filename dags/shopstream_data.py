@@ -33,6 +33,7 @@ RANGE_ARGS = ["--start={{ params.reprocess_from or '' }}", "--end={{ params.repr
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["shopstream", "data"],
+    description="Landed events -> bronze -> silver -> gold in PostgreSQL, Great Expectations checks between layers",
     doc_md=__doc__,
     params={
         "reprocess_from": Param(

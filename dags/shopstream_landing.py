@@ -21,6 +21,7 @@ DEFAULT_ARGS = {"owner": "shopstream", "retries": 2, "retry_delay": timedelta(se
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["shopstream", "stream"],
+    description="By hand: drain the raw topic into the lake once (where no landing service runs)",
     doc_md=__doc__,
 )
 def shopstream_landing():

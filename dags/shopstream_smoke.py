@@ -19,6 +19,7 @@ DEFAULT_ARGS = {"owner": "shopstream", "retries": 2, "retry_delay": timedelta(se
     catchup=False,
     default_args=DEFAULT_ARGS,
     tags=["shopstream", "smoke"],
+    description="Checks that the warehouse, the S3 lake, the Kafka broker and MLflow answer from Airflow",
     doc_md=__doc__,
 )
 def shopstream_smoke():

@@ -3,7 +3,9 @@
 `check_champion` scores the current champion on the newest labelled rows (degradation check) and decides
 whether to retrain: always when forced or without a champion, when the champion degraded, or when it is
 older than `SHOPSTREAM_TRAINING__REFRESH_HOURS`; otherwise the run stops there (the downstream tasks are
-skipped), so hourly feature updates do not retrain hourly. Then `extract` (time split + data check) ->
+skipped), so hourly feature updates do not retrain hourly. Then `extract` (time split + data check; on a
+fresh stack whose `ml.cart_features` holds no rows yet it skips the run with that reason, and no MLflow run
+is made) ->
 `tune` (Ray Tune; local Ray, or a Ray job with deferred polling when `SHOPSTREAM_RAY__ADDRESS` is set) ->
 `train` (final model, test metrics, MLflow model + registered version) -> `gate` (thresholds and no
 regression vs `champion`; moves the alias or fails with the reasons).
@@ -37,6 +39,7 @@ DEFAULT_ARGS = {"owner": "shopstream", "retries": 1, "retry_delay": timedelta(se
     dagrun_timeout=timedelta(seconds=SETTINGS.training.tune_timeout_s + 3600),
     render_template_as_native_obj=True,
     tags=["shopstream", "training"],
+    description="Purchase-intent model: Ray Tune over XGBoost, MLflow registry, promotion gate (skips without data)",
     doc_md=__doc__,
     params={
         "trials": Param(SETTINGS.training.trials, type="integer", minimum=1, maximum=500, title="Trials",
@@ -65,14 +68,16 @@ def shopstream_training():
 
     @task
     def extract(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from shopstream.training.dataset import DataCheckError
+        from shopstream.training.dataset import DataCheckError, NoTrainingData
         from shopstream.training.pipeline import extract as run
 
         decision = ti.xcom_pull(task_ids="check_champion", key="decision") or {}
         try:
             return run(get_settings(), run_id, params["window_days"], decision.get("reason", ""))
+        except NoTrainingData as e:   # a fresh stack: skip this run (and the tasks after it), no MLflow run
+            raise AirflowSkipException(str(e)) from None
         except DataCheckError as e:
             raise AirflowFailException(str(e)) from None
 

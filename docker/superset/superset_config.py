@@ -1,7 +1,8 @@
 """Superset configuration for the docker-compose deployment (SUPERSET_CONFIG_PATH points here).
 
-The metadata database is the ``superset`` database of the shared PostgreSQL, read from the same
-SHOPSTREAM_POSTGRES__* variables the shopstream services use; caches and rate limits live in Redis.
+The metadata database is the ``superset`` database of the shared PostgreSQL, reached with Superset's own
+role (SHOPSTREAM_POSTGRES__SUPERSET_USER / __PASSWORD, which owns only that database); caches and rate
+limits live in Redis.
 No value is written here: everything comes from the container environment (see docker-compose.yaml).
 """
 
@@ -15,13 +16,15 @@ def _required(name: str) -> str:
     value = os.environ.get(name, "")
     if not value:
         raise RuntimeError(f"{name} is not set: define it in .env (see .env.example)")
+    if value.startswith("change-me"):
+        raise RuntimeError(f"{name} still holds the change-me placeholder of .env.example: put a real secret in .env")
     return value
 
 
 SECRET_KEY = _required("SUPERSET_SECRET_KEY")
 
-_pg_user = quote(_required("SHOPSTREAM_POSTGRES__USER"), safe="")
-_pg_password = quote(_required("SHOPSTREAM_POSTGRES__PASSWORD"), safe="")
+_pg_user = quote(_required("SHOPSTREAM_POSTGRES__SUPERSET_USER"), safe="")
+_pg_password = quote(_required("SHOPSTREAM_POSTGRES__SUPERSET_PASSWORD"), safe="")
 _pg_host = os.environ.get("SHOPSTREAM_POSTGRES__HOST", "postgres")
 _pg_port = os.environ.get("SHOPSTREAM_POSTGRES__PORT", "5432")
 _pg_db = os.environ.get("SHOPSTREAM_POSTGRES__SUPERSET_DB", "superset")

@@ -80,8 +80,14 @@ class AirflowClient:
         """Poll a run until it succeeds or fails (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         while True:
-            run = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-            tasks = self.task_states(dag_id, run_id)
+            try:
+                run = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+                tasks = self.task_states(dag_id, run_id)
+            except httpx.TimeoutException:   # a busy api-server (one worker on a loaded machine): poll again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+                continue
             if on_poll:
                 on_poll(run["state"], tasks)
             if run["state"] in TERMINAL or time.monotonic() > deadline:

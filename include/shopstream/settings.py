@@ -17,13 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SHOPSTREAM_"
+PLACEHOLDER_PREFIX = "change-me"  # what .env.example puts where a secret belongs
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,27 +38,39 @@ class PostgresSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="PostgreSQL host")
     port: int = Field(15432, ge=1, le=65535, description="PostgreSQL port")
-    user: str = Field("shopstream", description="login role (owner of all four databases)")
+    user: str = Field("shopstream", description="login role of the warehouse (and of any database whose own role is empty)")
     password: SecretStr = Field(SecretStr("shopstream"), description="password of that role")
     warehouse_db: str = Field("warehouse", description="database of the bronze/silver/gold/ml/ops/dq schemas")
     airflow_db: str = Field("airflow", description="Airflow metadata database")
     mlflow_db: str = Field("mlflow", description="MLflow backend store database")
     superset_db: str = Field("superset", description="Superset metadata database")
+    airflow_user: str = Field("", description="role of the Airflow database only (docker-compose); empty = `user`")
+    airflow_password: SecretStr = Field(SecretStr(""), description="its password; empty = `password`")
+    mlflow_user: str = Field("", description="role of the MLflow database only (docker-compose); empty = `user`")
+    mlflow_password: SecretStr = Field(SecretStr(""), description="its password; empty = `password`")
+    superset_user: str = Field("", description="role of the Superset database only (docker-compose); empty = `user`")
+    superset_password: SecretStr = Field(SecretStr(""), description="its password; empty = `password`")
     bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="embedded stack: directory of initdb and postgres")
     os_user: str = Field("postgres", description="embedded stack: OS user the server runs as when started by root")
 
+    def login(self, db: str | None = None) -> tuple[str, str]:
+        """(role, password) for database ``db``: its own role where one is set, else ``user``."""
+        own = {self.airflow_db: (self.airflow_user, self.airflow_password),
+               self.mlflow_db: (self.mlflow_user, self.mlflow_password),
+               self.superset_db: (self.superset_user, self.superset_password)}.get(db or self.warehouse_db)
+        if own and own[0]:
+            return own[0], (own[1].get_secret_value() or self.password.get_secret_value())
+        return self.user, self.password.get_secret_value()
+
     def url(self, db: str, driver: str = "postgresql+psycopg") -> str:
-        """SQLAlchemy URL for database ``db``."""
-        pw = quote(self.password.get_secret_value(), safe="")
-        return f"{driver}://{quote(self.user, safe='')}:{pw}@{self.host}:{self.port}/{db}"
+        """SQLAlchemy URL for database ``db`` (with that database's role)."""
+        user, pw = self.login(db)
+        return f"{driver}://{quote(user, safe='')}:{quote(pw, safe='')}@{self.host}:{self.port}/{db}"
 
     def dsn(self, db: str | None = None) -> str:
         """libpq connection string (psycopg) for database ``db`` (the warehouse by default)."""
-        pw = self.password.get_secret_value()
-        return (
-            f"host={self.host} port={self.port} user={self.user} password={pw} "
-            f"dbname={db or self.warehouse_db}"
-        )
+        user, pw = self.login(db)
+        return f"host={self.host} port={self.port} user={user} password={pw} dbname={db or self.warehouse_db}"
 
 
 class S3Settings(BaseModel):
@@ -150,10 +164,23 @@ class MlflowSettings(BaseModel):
     tracking_uri: str = Field("", description="tracking URI; http://<host>:<port> when empty")
     experiment: str = Field("shopstream-purchase-intent", description="experiment of training runs")
     registered_model: str = Field("shopstream-purchase-intent", description="registered model name")
+    auth_enabled: bool = Field(
+        False, description="the server runs MLflow's basic-auth app (docker-compose); the embedded stack's server "
+        "has no login and listens on loopback only"
+    )
+    username: str = Field("", description="MLflow login of shopstream's clients (with `auth_enabled`: the admin it creates)")
+    password: SecretStr = Field(SecretStr(""), description="password of that login")
+    flask_secret_key: SecretStr = Field(SecretStr(""), description="with `auth_enabled`: the basic-auth app's CSRF secret")
 
     @property
     def uri(self) -> str:
         return self.tracking_uri or f"http://{self.host}:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` when a login is set (MLflow clients read them)."""
+        if not self.username:
+            return {}
+        return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password.get_secret_value()}
 
 
 class AirflowSettings(BaseModel):
@@ -163,6 +190,11 @@ class AirflowSettings(BaseModel):
     port: int = Field(18080, ge=1, le=65535, description="Airflow api-server port (UI and REST API)")
     admin_user: str = Field("admin", description="Airflow admin login")
     admin_password: SecretStr = Field(SecretStr("admin"), description="Airflow admin password")
+    auth_manager: Literal["simple", "fab"] = Field(
+        "simple", description="simple: SimpleAuthManager, a development login (the embedded stack, loopback only); "
+        "fab: Flask AppBuilder users and roles (docker-compose)"
+    )
+    admin_email: str = Field("admin@example.com", description="with the fab auth manager: e-mail of the admin user")
     parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes")
     dags_paused_at_creation: bool = Field(False, description="new DAGs start paused (the tests unpause what they run)")
     worker_log_port: int = Field(18793, ge=1, le=65535, description="port of the worker log server")
@@ -316,6 +348,11 @@ class ServingSettings(BaseModel):
         3600, ge=60, description="how long the features of each applied cart-add (as of that event) are kept"
     )
     consumer_group: str = Field("shopstream-features", description="consumer group of the feature-store consumer")
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="when set, POST /predict and GET /model need it in the X-API-Key header; empty = no key "
+        "(the embedded stack, which listens on loopback only)",
+    )
     batch_size: int = Field(5000, ge=1, description="feature-store consumer: most events per Redis transaction")
     max_interval_s: float = Field(0.2, gt=0, description="feature-store consumer: longest a partial batch waits")
     max_hold_s: float = Field(
@@ -431,10 +468,7 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__PARALLELISM": str(a.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(a.dags_paused_at_creation),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{a.admin_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                self.airflow_home / "simple_auth_manager_passwords.json"
-            ),
+            **self._auth_manager_env(),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{a.base_url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url(
                 self.postgres.airflow_db, "postgresql+psycopg2"
@@ -452,7 +486,19 @@ class Settings(BaseSettings):
         }
         env.update(self.airflow_connections())
         env.update(self.s3_env())
+        env.update(self.mlflow.client_env())
         return env
+
+    def _auth_manager_env(self) -> dict[str, str]:
+        a = self.airflow
+        if a.auth_manager == "fab":
+            return {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER}
+        return {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{a.admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                self.airflow_home / "simple_auth_manager_passwords.json"
+            ),
+        }
 
     def export_env(self) -> dict[str, str]:
         """The ``SHOPSTREAM_*`` variables that reproduce these settings in a child process."""
@@ -547,9 +593,21 @@ def unknown_variables(env_file: str | Path | None = ".env") -> list[str]:
     return lines
 
 
+def placeholders(settings: Settings) -> list[str]:
+    """Settings still holding a ``change-me`` placeholder of .env.example, as environment variable names."""
+    out = []
+    for section in SECTIONS:
+        for name, value in getattr(settings, section):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(text, str) and text.startswith(PLACEHOLDER_PREFIX):
+                out.append(f"{ENV_PREFIX}{section.upper()}__{name.upper()}")
+    return out
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment and ``.env``; raise :class:`SettingsError` naming a bad one
-    (an invalid value, or a ``SHOPSTREAM_*`` variable that is no setting, with the closest known name)."""
+    (an invalid value, a ``SHOPSTREAM_*`` variable that is no setting, with the closest known name, or a
+    placeholder copied from .env.example: it is no password)."""
     unknown = unknown_variables()
     if unknown:
         raise SettingsError("\n".join([
@@ -558,9 +616,16 @@ def load_settings(**overrides: Any) -> Settings:
             "docs/configuration.md.",
         ]))
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as err:
         raise SettingsError(_format_validation_error(err)) from None
+    found = placeholders(settings)
+    if found:
+        raise SettingsError(
+            "Invalid shopstream settings: these still hold the change-me placeholders of .env.example:\n  "
+            + "\n  ".join(found) + "\nPut real secrets in .env (e.g. `openssl rand -hex 24`) and start again."
+        )
+    return settings
 
 
 @lru_cache(maxsize=1)

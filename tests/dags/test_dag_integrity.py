@@ -23,6 +23,7 @@ out = {
         d.dag_id: {
             "file": d.fileloc,
             "tags": sorted(d.tags),
+            "description": d.description,
             "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in d.tasks},
         }
         for d in bag.dags.values()
@@ -66,6 +67,7 @@ def test_dags_have_owner_tags_retries(parsed):
     assert parsed["dags"], "no DAG was parsed"
     for dag_id, dag in parsed["dags"].items():
         assert "shopstream" in dag["tags"], dag_id
+        assert dag["description"] and len(dag["description"]) <= 200, f"{dag_id}: the DAG list shows no description"
         for task_id, t in dag["tasks"].items():
             assert t["owner"] and t["owner"] != "airflow", f"{dag_id}.{task_id} has no owner"
             assert t["retries"] >= 1, f"{dag_id}.{task_id} has no retries"

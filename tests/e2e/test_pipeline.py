@@ -2,7 +2,9 @@
 
 Gold (plus the late events silver set aside) reconciles exactly with the generator's truth; the gold update
 starts the training DAG, whose gate makes a champion that scores feature rows; re-running the run changes
-nothing; a broken input fails the right check and stops the layers below it.
+nothing; a broken input fails the right check and stops the layers below it; a check task's log is short.
+The data run and the training run it starts are package fixtures (tests/e2e/conftest.py), shared with the
+browser test.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shopstream.airflow_api import AirflowClient
-from shopstream.events.generator import generate
-from shopstream.events.producer import produce
 from shopstream.landing import manifest
 from shopstream.landing.naming import EVENTS_PREFIX, object_key
 from shopstream.stack.s3 import minio_client
@@ -62,39 +61,6 @@ def checksums(conn: psycopg.Connection) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def data_run(stack, stack_settings):
-    """30,000 generated events produced, then one run of the data DAG through the REST API.
-
-    The training DAG is unpaused first, so the gold feature asset that run updates starts it.
-    """
-    stream = generate(30_000, seed=21, days=3)
-    produce(stack_settings, stream.timed())
-    client = AirflowClient(stack_settings)
-    client.wait_for_dag("shopstream_training")
-    client.unpause("shopstream_training")
-    try:
-        result = client.run_dag("shopstream_data", timeout=1800)
-        assert result.state == "success", result.tasks
-        yield stream.truth, result, client
-    finally:
-        for dag_id in ("shopstream_data", "shopstream_training"):  # no runs the tests did not ask for
-            client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
-
-
-@pytest.fixture(scope="module")
-def training_run(data_run, stack_settings):
-    """The training run the data run's gold update started; afterwards the registered model is removed again,
-    so later tests start without a champion."""
-    _, data, client = data_run
-    run = client.wait_for_started_run("shopstream_training", timeout=120, run_type="asset_triggered")
-    assert run is not None, "the gold feature update did not start shopstream_training"
-    result = client.wait_for_run("shopstream_training", run["dag_run_id"], timeout=2400)
-    client.request("PATCH", "/dags/shopstream_training", json={"is_paused": True})
-    yield run, result
-    tracking.client(stack_settings).delete_registered_model(stack_settings.mlflow.registered_model)
-
-
 def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
     truth, _, _ = data_run
     set_aside = truth.set_aside(stack_settings.pipeline.lateness_bound_s)   # late by the partition's clock
@@ -136,6 +102,21 @@ def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
                                (data_run[1].run_id,)).fetchall())
         assert dq == {"bronze": True, "silver": True, "gold": True}
         assert Decimal(str(truth.revenue)) > 0
+
+
+def test_a_passing_check_task_logs_under_40_lines(data_run):
+    """GE's import-time INFO chatter stays out: a check task's log is warnings plus our summary."""
+    _, result, client = data_run
+    for task_id in ("bronze.check_bronze", "silver.check_silver", "gold.check_gold"):
+        ti = client.request("GET", f"/dags/shopstream_data/dagRuns/{result.run_id}/taskInstances/{task_id}")
+        assert ti["state"] == "success", ti
+        body = client.request("GET", f"/dags/shopstream_data/dagRuns/{result.run_id}/taskInstances/{task_id}"
+                                     f"/logs/{ti['try_number']}", params={"full_content": "true"})
+        lines = [e.get("event", "") if isinstance(e, dict) else str(e) for e in body["content"]]
+        text = "\n".join(lines)
+        assert "Data quality passed" in text, text[-3000:]
+        assert "Skipping registering function" not in text
+        assert len(text.splitlines()) < 40, f"{task_id}: {len(text.splitlines())} lines:\n{text}"
 
 
 def test_gold_update_trains_a_champion_that_predicts(training_run, stack_settings):

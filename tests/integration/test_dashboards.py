@@ -38,6 +38,7 @@ CATEGORIES = [
 ]
 BRANDS = [(9001, "samsung"), (9002, "apple"), (9003, "xiaomi"), (9004, "huawei"), (9005, "lenovo"),
           (9006, "bosch"), (9007, "nike")]
+REVENUE_PER_DAY = "Revenue per event day (complete days)"
 REASONS = ["malformed_json", "missing_field", "wrong_type", "unknown_event_type", "negative_price", "bad_timestamp"]
 
 
@@ -250,12 +251,12 @@ def test_import_twice_does_not_duplicate(superset: Settings, client: SupersetCli
 
 def test_reimport_overwrites_changes(superset: Settings, client: SupersetClient):
     """An edit made in Superset is replaced by the assets' version on the next import."""
-    chart = next(c for c in client.list_all("chart") if c["slice_name"] == "Revenue per day")
+    chart = next(c for c in client.list_all("chart") if c["slice_name"] == REVENUE_PER_DAY)
     r = client.request("PUT", f"/api/v1/chart/{chart['id']}", json={"slice_name": "edited by hand"})
     assert r.status_code == 200, r.text
     import_dashboards(superset)
     names = {c["slice_name"] for c in client.list_all("chart")}
-    assert "Revenue per day" in names and "edited by hand" not in names
+    assert REVENUE_PER_DAY in names and "edited by hand" not in names
 
 
 def test_every_chart_returns_rows(superset: Settings, client: SupersetClient):

@@ -53,6 +53,20 @@ def test_airflow_ui_answers_with_login(stack, stack_settings):
     assert "<html" in r.text.lower()
 
 
+def test_airflow_listens_on_loopback_only(stack, stack_settings):
+    """The api-server and the worker and trigger log servers listen, and only on loopback."""
+    a = stack_settings.airflow
+    pids: set[int] = set()
+    for managed in stack.get("airflow").running():
+        proc = managed.process()
+        if proc is not None:
+            pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+    listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert {a.port, a.worker_log_port, a.trigger_log_port} <= {c.laddr.port for c in listening}, listening
+    assert all(c.laddr.ip in ("127.0.0.1", "::1") for c in listening), [
+        (c.pid, c.laddr) for c in listening if c.laddr.ip not in ("127.0.0.1", "::1")]
+
+
 def test_state_survives_down_and_up(stack, stack_settings):
     """Warehouse rows, lake objects and the broker's committed offsets survive a restart."""
     s = stack_settings

@@ -29,6 +29,7 @@ from shopstream.training.gate import CHAMPION, PREVIOUS
 from shopstream.training.records import model_runs
 from shopstream.training.synthetic import synthetic_cart_features, write_cart_features
 from shopstream.training.tune import ray_temp_dir
+from shopstream.warehouse.ddl import ensure_schemas
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +74,24 @@ def cli_gate(settings: Settings, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def test_without_data_the_dag_skips_and_leaves_no_mlflow_run(stack, stack_settings):
+    """A fresh stack (empty ml.cart_features, no champion): the run succeeds with extract and the tasks after it
+    skipped, the log says why, and MLflow holds no (FAILED) training run. Runs before `features` fills the table."""
+    s = stack_settings
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        ensure_schemas(conn, only=("ml",))
+        conn.execute("truncate table ml.cart_features")
+    experiment, model = "shopstream-no-data-test", "shopstream-no-data-test-model"
+    res = dags_test(s, {"trials": 1}, SHOPSTREAM_MLFLOW__EXPERIMENT=experiment,
+                    SHOPSTREAM_MLFLOW__REGISTERED_MODEL=model)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert "no training data yet: ml.cart_features holds no rows" in out, out[-5000:]
+    mlclient = tracking.client(s)
+    exp = mlclient.get_experiment_by_name(experiment)
+    assert exp is None or not mlclient.search_runs([exp.experiment_id]), "a run was left in MLflow"
+
+
 def test_a_run_registers_a_version_that_becomes_champion(good_run, stack_settings):
     s = stack_settings
     name = s.mlflow.registered_model
@@ -89,6 +108,9 @@ def test_a_run_registers_a_version_that_becomes_champion(good_run, stack_setting
     assert mv.tags["gate.decision"] == "passed" and mv.tags["gate.config_version"]
     run = mlclient.get_run(good_run["split"]["run_id"])
     assert run.info.status == "FINISHED"
+    # a model-training experiment, so MLflow's UI opens it on its runs (not the GenAI traces view)
+    assert mlclient.get_experiment(run.info.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == \
+        tracking.MODEL_TRAINING_KIND
     for m in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_f1", "tune_best_valid_pr_auc"):
         assert m in run.data.metrics
     children = mlclient.search_runs(

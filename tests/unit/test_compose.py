@@ -5,12 +5,17 @@ long-running service a health check and a memory limit (all limits together with
 unique host ports, keep credentials in .env, pass shopstream containers only settings the settings
 module reads, and build the shopstream image from the project's own lock. The serving path (features,
 serving) must use the redis service on a database Superset does not use, and training the Ray cluster.
+
+Logins (the stack can be exposed): Airflow with the FAB auth manager, MLflow with its basic-auth app, the
+scoring API with a key, the change-me placeholders of .env.example refused at start (by the secrets-check
+job, run here with /bin/sh, and by the settings module), and one PostgreSQL role per service.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -200,8 +205,21 @@ def env_example() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def compose(raw, env_example) -> dict:
-    """The compose file as docker compose would see it with .env copied from .env.example."""
+def env_filled(env_example) -> dict[str, str]:
+    """.env as a person makes it from .env.example: every change-me placeholder replaced by a secret."""
+    return {k: (f"s3cret-{i:02d}-{k.lower()}" if v.startswith("change-me") else v)
+            for i, (k, v) in enumerate(env_example.items())}
+
+
+@pytest.fixture(scope="module")
+def compose(raw, env_filled) -> dict:
+    """The compose file as docker compose would see it with .env made from .env.example."""
+    return _interpolate_tree(raw, env_filled)
+
+
+@pytest.fixture(scope="module")
+def compose_placeholders(raw, env_example) -> dict:
+    """The compose file with .env copied from .env.example unchanged (placeholders left in)."""
     return _interpolate_tree(raw, env_example)
 
 
@@ -529,3 +547,171 @@ def test_settings_render_the_serving_view(services, monkeypatch, tmp_path):
     assert s.redis.url() == f"redis://:{password}@redis:6379/0"
     assert s.serving.base_url == "http://serving:8000"
     assert s.ray.address == "http://ray-head:8265"
+
+
+# ----------------------------------------------------------------------------- logins and roles
+def _load_service_settings(service: dict, monkeypatch, tmp_path):
+    from shopstream.settings import load_settings
+
+    for key in [k for k in os.environ if k.startswith("SHOPSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no .env: only the container environment
+    for key, value in _environment(service).items():
+        monkeypatch.setenv(key, value or "")
+    return load_settings()
+
+
+def _depends_closure(services: dict, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for dep in services[todo.pop()].get("depends_on") or {}:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _run_secrets_check(service: dict) -> subprocess.CompletedProcess:
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = service["command"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **{k: v or "" for k, v in _environment(service).items()}}
+    return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_placeholder_secrets_stop_the_stack_at_start(services, compose_placeholders, env_example, raw):
+    """secrets-check (run here with /bin/sh) refuses .env.example's placeholders, naming each; all wait for it."""
+    placeholders = {k for k, v in env_example.items() if v.startswith("change-me")}
+    assert placeholders, ".env.example has no change-me placeholder"
+    for key in env_example:
+        if _SECRET_NAME.search(key) and not key.endswith(("_USER", "ACCESS_KEY")):   # logins, not secrets
+            assert key in placeholders, f".env.example: {key} looks secret but has no change-me placeholder"
+    check = raw["services"]["secrets-check"]
+    referenced = set().union(*(_referenced(v) for v in _environment(check).values() if v))
+    assert placeholders <= referenced, f"secrets-check does not see {sorted(placeholders - referenced)}"
+
+    refused = _run_secrets_check(compose_placeholders["services"]["secrets-check"])
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    named = set(refused.stderr.split())
+    expected = {k for k, v in _environment(check).items() if v and _referenced(v) & placeholders}
+    assert expected and expected <= named, refused.stderr
+    passed = _run_secrets_check(services["secrets-check"])
+    assert passed.returncode == 0 and "no placeholder" in passed.stdout, passed.stderr
+
+    assert _is_one_shot(services["secrets-check"])
+    for name in services:
+        if name != "secrets-check":
+            assert "secrets-check" in _depends_closure(services, name), f"{name} does not wait for secrets-check"
+
+
+def test_settings_refuse_placeholders(compose_placeholders, monkeypatch, tmp_path):
+    """A shopstream process started with .env.example's placeholders stops, naming the settings to fix."""
+    from shopstream.settings import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        _load_service_settings(compose_placeholders["services"]["airflow-scheduler"], monkeypatch, tmp_path)
+    for var in ("SHOPSTREAM_POSTGRES__PASSWORD", "SHOPSTREAM_AIRFLOW__ADMIN_PASSWORD", "SHOPSTREAM_MLFLOW__PASSWORD",
+                "SHOPSTREAM_SERVING__API_KEY"):
+        assert var in str(err.value)
+    config = (REPO_ROOT / "docker" / "superset" / "superset_config.py").read_text()
+    assert 'startswith("change-me")' in config   # Superset's own config refuses them too
+
+
+def test_airflow_uses_the_fab_auth_manager(services, monkeypatch, tmp_path):
+    """Users and roles (FAB), not the SimpleAuthManager's development login; airflow-init creates the admin."""
+    import importlib.util
+
+    from shopstream.settings import FAB_AUTH_MANAGER
+
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                 "airflow-init"):
+        env = _load_service_settings(services[name], monkeypatch, tmp_path).airflow_env()
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+        assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], name
+    _lock_version("apache-airflow-providers-fab")
+    assert importlib.util.find_spec(FAB_AUTH_MANAGER.rsplit(".", 1)[0]) is not None
+    init = (REPO_ROOT / "docker" / "airflow" / "airflow-init.sh").read_text()
+    for step in ("airflow fab-db migrate", "airflow sync-perm", '"users", "create"', '"--role", "Admin"',
+                 '"users", "reset-password"'):
+        assert step in init, f"airflow-init.sh lacks {step}"
+
+
+def test_mlflow_runs_its_basic_auth_app_and_clients_log_in(services, monkeypatch, tmp_path):
+    """mlflow-server.sh (run here with a stand-in `mlflow`) starts the basic-auth app on the MLflow database;
+    every shopstream process and the Ray nodes carry the login."""
+    s = _load_service_settings(services["mlflow"], monkeypatch, tmp_path)
+    assert s.mlflow.auth_enabled and s.mlflow.username and s.mlflow.password.get_secret_value()
+    _lock_version("flask-wtf")   # mlflow[auth]: the basic-auth app's CSRF protection
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mlflow").write_text('#!/bin/sh\necho "ARGS $*"\ncat "$MLFLOW_AUTH_CONFIG_PATH"\n'
+                                 'echo "ADMIN $MLFLOW_AUTH_ADMIN_USERNAME"\n'
+                                 'test -n "$MLFLOW_AUTH_ADMIN_PASSWORD" && test -n "$MLFLOW_FLASK_SERVER_SECRET_KEY"\n')
+    (fake / "mlflow").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    env.update({k: v or "" for k, v in _environment(services["mlflow"]).items()})
+    env["PATH"] = f"{fake}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    res = subprocess.run(["bash", str(REPO_ROOT / "docker" / "airflow" / "mlflow-server.sh")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "--app-name basic-auth" in out and f"ADMIN {s.mlflow.username}" in out, out
+    store = re.search(r"database_uri = (\S+)", out)[1]
+    assert store.replace("%%", "%") == s.postgres.url(s.postgres.mlflow_db)
+    assert f"://{s.postgres.mlflow_user}:" in store   # the MLflow role, not the warehouse's
+
+    for name, svc in services.items():
+        if (svc.get("build") or {}).get("dockerfile") == AIRFLOW_DOCKERFILE:
+            env = _load_service_settings(svc, monkeypatch, tmp_path).airflow_env()
+            assert env["MLFLOW_TRACKING_USERNAME"] == s.mlflow.username, name
+            assert env["MLFLOW_TRACKING_PASSWORD"] == s.mlflow.password.get_secret_value(), name
+    for name in ("ray-head", "ray-worker"):
+        ray_env = _environment(services[name])
+        assert ray_env["MLFLOW_TRACKING_USERNAME"] == s.mlflow.username, name
+        assert ray_env["MLFLOW_TRACKING_PASSWORD"] == s.mlflow.password.get_secret_value(), name
+
+
+def test_scoring_api_requires_its_key(services, monkeypatch, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from shopstream.serving.app import API_KEY_HEADER, create_app
+
+    s = _load_service_settings(services["serving"], monkeypatch, tmp_path)
+    key = s.serving.api_key.get_secret_value()
+    assert key
+    client = TestClient(create_app(s, poll=False))
+    assert client.post("/predict", json={}).status_code == 401
+    assert client.post("/predict", json={}, headers={API_KEY_HEADER: key}).status_code == 422   # past the key
+    assert client.get("/health").status_code == 200   # the health check needs no key
+
+
+def test_one_postgres_role_per_service(services, monkeypatch, tmp_path):
+    """Each service logs in with its own role; the superuser is none of them; the init script makes each role
+    the owner of only its database and closes the databases to the others."""
+    pg = _environment(services["postgres"])
+    superuser = pg["POSTGRES_USER"]
+    scheduler = _load_service_settings(services["airflow-scheduler"], monkeypatch, tmp_path).postgres
+    roles = {"warehouse": scheduler.user, "airflow": scheduler.airflow_user, "mlflow": scheduler.mlflow_user,
+             "superset": pg["SHOPSTREAM_POSTGRES__SUPERSET_USER"]}
+    assert len(set(roles.values())) == 4 and superuser not in roles.values(), roles
+    passwords = {pg[f"SHOPSTREAM_POSTGRES__{k}PASSWORD"] for k in ("", "AIRFLOW_", "MLFLOW_", "SUPERSET_")}
+    assert len(passwords) == 4 and pg["POSTGRES_PASSWORD"] not in passwords
+    # what each service logs in with
+    env = _load_service_settings(services["airflow-scheduler"], monkeypatch, tmp_path).airflow_env()
+    assert f"://{roles['airflow']}:" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert f'"login": "{roles["warehouse"]}"' in env["AIRFLOW_CONN_SHOPSTREAM_WAREHOUSE"]
+    assert f"user={roles['warehouse']} " in scheduler.dsn()
+    assert scheduler.url(scheduler.mlflow_db).split("//")[1].startswith(f"{roles['mlflow']}:")
+    superset = _environment(services["superset"])
+    assert superset["SHOPSTREAM_POSTGRES__SUPERSET_USER"] == roles["superset"]
+    assert "SHOPSTREAM_POSTGRES__USER" not in superset and "SHOPSTREAM_POSTGRES__PASSWORD" not in superset
+    config = (REPO_ROOT / "docker" / "superset" / "superset_config.py").read_text()
+    assert '_required("SHOPSTREAM_POSTGRES__SUPERSET_USER")' in config
+    # the init script gets every role and password; each database is owned by its role and closed to PUBLIC
+    for var in ("USER", "PASSWORD", "AIRFLOW_USER", "AIRFLOW_PASSWORD", "MLFLOW_USER", "MLFLOW_PASSWORD",
+                "SUPERSET_USER", "SUPERSET_PASSWORD"):
+        assert f"SHOPSTREAM_POSTGRES__{var}" in pg, f"postgres: SHOPSTREAM_POSTGRES__{var} missing (init script)"
+    script = (REPO_ROOT / "docker" / "postgres" / "init-databases.sh").read_text()
+    assert "CREATE DATABASE %I OWNER %I" in script and "REVOKE ALL ON DATABASE %I FROM PUBLIC" in script
+    assert "NOSUPERUSER" in script

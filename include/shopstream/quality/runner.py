@@ -152,6 +152,7 @@ def _validate(settings: Settings, spec: SuiteSpec, groups: list[_Group], run_nam
               timings: dict[str, float]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Run the checkpoint; return GE results by label, and errors by label for what could not run."""
     t = time.monotonic()
+    _quiet_gx()
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
@@ -159,8 +160,6 @@ def _validate(settings: Settings, spec: SuiteSpec, groups: list[_Group], run_nam
 
     timings["import_gx"] = time.monotonic() - t
     t = time.monotonic()
-    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ[URL_ENV] = settings.postgres.url(settings.postgres.warehouse_db)
     root = gx_root(settings, spec.layer)
     root.mkdir(parents=True, exist_ok=True)
@@ -239,6 +238,16 @@ def _validate(settings: Settings, spec: SuiteSpec, groups: list[_Group], run_nam
             if label:
                 by_label[label] = d
     return by_label, errors
+
+
+def _quiet_gx() -> None:
+    """Keep a check task's log to warnings and our summary: GE logs ~220 INFO lines while it imports
+    ("Skipping registering function ..."), so its loggers go to WARNING before the import; pyspark's
+    pandas-version FutureWarning (GE imports pyspark, the checks do not use it) is dropped."""
+    import warnings
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 
 def _forget_run(root: Path, suite_names: list[str], run_name: str) -> None:

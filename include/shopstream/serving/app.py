@@ -7,6 +7,10 @@
   champion that failed to load while the previous one keeps serving is a problem, not unreadiness).
 - ``GET /model``: the model being served.
 - ``GET /metrics``: Prometheus text format.
+- ``GET /docs`` (Swagger UI) and ``/redoc``: the API's documentation from packaged assets (works offline).
+
+With ``SHOPSTREAM_SERVING__API_KEY`` set, ``/predict`` and ``/model`` answer 401 without that key in the
+``X-API-Key`` header; health, readiness, metrics and the docs stay open.
 
 Model lifecycle: :class:`~shopstream.serving.model.ModelManager`. Lookups and predictions: one task on the
 event loop batches the Redis reads and model calls of concurrent requests
@@ -15,21 +19,25 @@ event loop batches the Redis reads and model calls of concurrent requests
 
 
 import asyncio
+import hmac
 import logging
 import math
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shopstream.serving.docs import add_docs
 from shopstream.serving.feature_store import Event, Keys, connect_async
 from shopstream.serving.metrics import MetricsMiddleware, ServingMetrics
 from shopstream.serving.model import ModelManager, limit_threads
 from shopstream.serving.schemas import (
+    EXAMPLE_EVENT,
     BatchPrediction,
     ErrorOut,
     Health,
@@ -61,6 +69,32 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
+
+
+API_KEY_HEADER = "X-API-Key"
+# the request bodies Swagger UI's "Try it out" starts from (and ReDoc shows)
+PREDICT_EXAMPLES = {
+    "one cart-add": {"summary": "One cart-add event", "value": EXAMPLE_EVENT},
+    "a batch": {"summary": "A batch of cart-adds, answered in order", "value": {"events": [
+        EXAMPLE_EVENT, {**EXAMPLE_EVENT, "event_time": "2019-10-01 12:03:41 UTC", "product_id": 1005115,
+                        "brand": "apple", "price": 975.57}]}},
+}
+
+
+def api_key_dependencies(settings: Settings) -> list:
+    """``[Depends(check)]`` when ``SHOPSTREAM_SERVING__API_KEY`` is set (a 401 without it), else ``[]``."""
+    expected = settings.serving.api_key.get_secret_value()
+    if not expected:
+        return []
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="the key in SHOPSTREAM_SERVING__API_KEY")
+
+    async def check(key: str | None = Security(header)) -> None:
+        if not key or not hmac.compare_digest(key.encode(), expected.encode()):
+            raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                                headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    return [Depends(check)]
 
 
 class ServiceUnavailable(Exception):
@@ -111,7 +145,11 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None, redis
         title="shopstream purchase-intent API", version="1", description=DESCRIPTION, lifespan=lifespan,
         openapi_tags=[{"name": "predictions", "description": "purchase probability of cart-adds"},
                       {"name": "operations", "description": "health, readiness, model, metrics"}],
+        docs_url=None, redoc_url=None,   # add_docs serves them from packaged assets (no CDN)
     )
+    add_docs(app)
+    protected = api_key_dependencies(settings)
+    unauthorized = {401: {"model": ErrorOut, "description": f"missing or wrong {API_KEY_HEADER}"}} if protected else {}
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     app.state.manager = mgr
@@ -132,10 +170,11 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None, redis
 
     @app.post(
         "/predict", tags=["predictions"], response_model=Prediction | BatchPrediction,
-        summary="Purchase probability of one cart-add, or of a batch",
-        responses={503: {"model": ErrorOut, "description": "no model loaded yet, or the feature store is down"}},
+        summary="Purchase probability of one cart-add, or of a batch", dependencies=protected,
+        responses={**unauthorized,
+                   503: {"model": ErrorOut, "description": "no model loaded yet, or the feature store is down"}},
     )
-    async def predict(body: body_type) -> Any:  # type: ignore[valid-type]
+    async def predict(body: Annotated[body_type, Body(openapi_examples=PREDICT_EXAMPLES)]) -> Any:  # type: ignore[valid-type]
         """One cart-add event gives one prediction; `{"events": [...]}` gives `{"predictions": [...]}` in order."""
         batch = hasattr(body, "events")
         items = body.events if batch else [body]
@@ -188,7 +227,8 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None, redis
         return body if ok else JSONResponse(Readiness(**body).model_dump(), status_code=503)
 
     @app.get("/model", tags=["operations"], response_model=ModelInfo, summary="The model being served",
-             responses={503: {"model": ErrorOut, "description": "no model loaded yet"}})
+             dependencies=protected,
+             responses={**unauthorized, 503: {"model": ErrorOut, "description": "no model loaded yet"}})
     async def model_info() -> Any:
         if mgr.current is None:
             raise ServiceUnavailable(mgr.problem or "no model loaded yet")

@@ -107,8 +107,10 @@ def sample(settings: Settings) -> list[str]:
 
     event = sample_event(settings) or EXAMPLE_EVENT
     url = s.base_url
+    key = s.api_key.get_secret_value()
+    headers = {"X-API-Key": key} if key else {}
     try:
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
             res = client.post("/predict", json=event)
     except httpx.HTTPError as e:
         return [f"{head} {url}/docs  (POST /predict) - request failed: {e}"]
@@ -127,5 +129,6 @@ def sample(settings: Settings) -> list[str]:
         f"events ({f['session_views_before']} views, {f['product_views_in_session']} of this product)",
         f"  -> P(purchase) {p['probability']:.3f}: {'likely purchase' if p['decision'] else 'unlikely'} "
         f"(features: {p['feature_source']}, session {'known' if p['session_found'] else 'new'})",
-        f"  try: curl -s {url}/predict -H 'content-type: application/json' -d {shlex.quote(json.dumps(event))}",
+        f"  try: curl -s {url}/predict -H 'content-type: application/json'"
+        f"{' -H X-API-Key:$SHOPSTREAM_SERVING__API_KEY' if key else ''} -d {shlex.quote(json.dumps(event))}",
     ]

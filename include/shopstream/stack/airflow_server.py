@@ -1,8 +1,15 @@
 """Embedded Airflow 3: api-server, scheduler, dag-processor and triggerer as separate processes.
 
 LocalExecutor with a parallelism that fits the machine, metadata in PostgreSQL, the SimpleAuthManager
-admin login taken from settings. Every process gets the environment rendered by the settings module,
-so tasks see the same ``SHOPSTREAM_*`` settings and ``AIRFLOW_CONN_*`` connections.
+admin login taken from settings (a development login: the embedded stack listens on loopback only; an
+exposed deployment is docker-compose, with the FAB auth manager). Every process gets the environment
+rendered by the settings module, so tasks see the same ``SHOPSTREAM_*`` settings and ``AIRFLOW_CONN_*``
+connections.
+
+Log servers: the scheduler and the triggerer would start Airflow's log servers on all interfaces (their host
+is hard-coded), so they run with ``--skip-serve-logs`` and the same log server app runs under uvicorn on the
+Airflow host (loopback) instead; task instances record that host (:func:`loopback_hostname`), which is where
+the api-server fetches the logs of running and deferred tasks from.
 """
 
 from __future__ import annotations
@@ -14,6 +21,19 @@ from shopstream.stack.base import Service, venv_bin
 from shopstream.stack.process import ProcSpec, run_checked
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVE_LOGS_ELSEWHERE = ("scheduler", "triggerer")   # their log servers run as the processes below
+LOG_SERVER_APP = "airflow.utils.serve_logs.log_server:get_app"
+
+
+def _bind_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host
+
+
+def loopback_hostname() -> str:
+    """``[core] hostname_callable`` of the embedded stack: the address its log servers listen on."""
+    from shopstream.settings import get_settings
+
+    return _bind_host(get_settings().airflow.host)
 
 
 class AirflowService(Service):
@@ -36,9 +56,17 @@ class AirflowService(Service):
         return self.settings.airflow.base_url
 
     def specs(self) -> list[ProcSpec]:
-        env = self.settings.service_env()
+        a = self.settings.airflow
+        env = {**self.settings.service_env(),
+               "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.loopback_hostname"}
         airflow = venv_bin("airflow")
-        return [ProcSpec(f"airflow-{c}", [airflow, c], env=env) for c in COMPONENTS]
+        specs = [ProcSpec(f"airflow-{c}", [airflow, c, *(["--skip-serve-logs"] if c in SERVE_LOGS_ELSEWHERE else [])],
+                          env=env) for c in COMPONENTS]
+        for name, port in (("worker-logs", a.worker_log_port), ("trigger-logs", a.trigger_log_port)):
+            specs.append(ProcSpec(f"airflow-{name}", [
+                venv_bin("uvicorn"), LOG_SERVER_APP, "--factory", "--host", _bind_host(a.host), "--port", str(port),
+                "--no-access-log", "--log-level", "warning"], env=env))
+        return specs
 
     def prepare(self) -> None:
         s = self.settings
@@ -70,4 +98,4 @@ class AirflowService(Service):
 
     def details(self) -> str:
         a = self.settings.airflow
-        return f"login {a.admin_user} / (SHOPSTREAM_AIRFLOW__ADMIN_PASSWORD)"
+        return f"login {a.admin_user} / (SHOPSTREAM_AIRFLOW__ADMIN_PASSWORD); development login, loopback only"

@@ -34,6 +34,10 @@ class DataCheckError(ValueError):
     """The training data cannot make a trustworthy model; the message lists every problem and what to do."""
 
 
+class NoTrainingData(DataCheckError):
+    """``ml.cart_features`` holds no rows yet (a fresh stack): nothing to train on, nothing is wrong."""
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Feature columns in model order, and which of them are categorical."""

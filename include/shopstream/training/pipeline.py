@@ -28,11 +28,23 @@ def check_champion(settings: Settings, force: bool = False) -> dict[str, Any]:
 
 def extract(settings: Settings, airflow_run_id: str | None, window_days: float | None = None,
             reason: str = "") -> dict[str, Any]:
-    """Window of ``ml.cart_features`` -> time split -> data check -> files, logged to a new training run."""
+    """Window of ``ml.cart_features`` -> time split -> data check -> files, logged to a new training run.
+
+    Raises :class:`~shopstream.training.dataset.NoTrainingData` before any MLflow run exists when the table
+    holds no rows yet (the DAG skips then), and ``DataCheckError`` when the data cannot make a model.
+    """
     import psycopg
 
     from shopstream.training import tracking
-    from shopstream.training.dataset import check_split, feature_spec, load_window, save_split, time_split
+    from shopstream.training.dataset import (
+        TABLE,
+        NoTrainingData,
+        check_split,
+        feature_spec,
+        load_window,
+        save_split,
+        time_split,
+    )
     from shopstream.warehouse.ddl import ensure_schemas
 
     t = settings.training
@@ -41,6 +53,11 @@ def extract(settings: Settings, airflow_run_id: str | None, window_days: float |
         ensure_schemas(conn, only=("ml",))
         spec = feature_spec(conn)
         df = load_window(conn, window)
+    if df.empty:
+        raise NoTrainingData(
+            f"no training data yet: {TABLE} holds no rows. The data DAG (shopstream_data) fills it from the "
+            f"landed events; training runs again when it updates the table (and on its schedule)."
+        )
     split = time_split(df, t.valid_share, t.test_share)
     run_id = tracking.training_run(settings, airflow_run_id, tags={"retrain_reason": reason[:4000]} if reason else None)
     mlclient = tracking.client(settings)

@@ -18,6 +18,9 @@ from shopstream.settings import Settings
 
 AIRFLOW_RUN_TAG = "airflow_run_id"
 KIND_TAG = "shopstream.kind"
+# how MLflow 3 tells an experiment's type: without it the UI guesses, and opens an empty GenAI (traces) view
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def configure(settings: Settings) -> None:
@@ -25,6 +28,7 @@ def configure(settings: Settings) -> None:
     import mlflow
 
     os.environ.update(settings.s3_env())
+    os.environ.update(settings.mlflow.client_env())   # the login, where the server runs its basic-auth app
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow.uri
     mlflow.set_tracking_uri(settings.mlflow.uri)
     mlflow.set_registry_uri(settings.mlflow.uri)
@@ -38,13 +42,16 @@ def client(settings: Settings):
 
 
 def experiment_id(mlclient, name: str) -> str:
+    """Id of the experiment ``name``, created (or restored) as a model-training experiment if needed."""
     exp = mlclient.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             mlclient.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:   # made before the tag was set
+            mlclient.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return exp.experiment_id
     try:
-        return mlclient.create_experiment(name)
+        return mlclient.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except Exception:  # noqa: BLE001 - created concurrently
         return mlclient.get_experiment_by_name(name).experiment_id
 
