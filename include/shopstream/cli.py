@@ -137,7 +137,7 @@ def _features_lag(s: Settings) -> list:
         stored = client.hgetall(Keys(s.redis.key_prefix).offsets(s.serving.consumer_group, s.kafka.raw_topic))
     finally:
         client.close()
-    return group_lag(s, s.kafka.raw_topic, {int(p): int(o) for p, o in stored.items() if p.isdigit()}, s.serving.consumer_group)
+    return group_lag(s, s.kafka.raw_topic, {int(p): int(o) for p, o in stored.items()}, s.serving.consumer_group)
 
 
 def _print_status(stack) -> list:

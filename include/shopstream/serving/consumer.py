@@ -143,6 +143,7 @@ class FeatureStoreConsumer:
         self.keys = Keys(settings.redis.key_prefix)
         self.ttls = Ttls.of(settings)
         self.offsets_key = self.keys.offsets(self.group, self.topic)
+        self.clocks_key = self.keys.clocks(self.group, self.topic)
         self.bound_s = settings.pipeline.lateness_bound_s
         self.on_batch = on_batch
         self.consumer = Consumer(settings.kafka.stream_consumer_config(
@@ -159,6 +160,7 @@ class FeatureStoreConsumer:
         self._clock: dict[int, int] = {}         # partition -> lateness clock: largest unskewed event time (us)
         self._next: dict[int, int] = {}          # partition -> offset after the last message read
         self._written: dict[int, int] = {}        # offsets last recorded
+        self._written_clocks: dict[int, int] = {}  # and the clocks recorded with them
         self._last_flush = time.monotonic()
         self._assigned_at = 0.0
         self._positions = PositionGuard(settings, self.topic, self.group, f"Redis ({self.offsets_key})",
@@ -181,15 +183,14 @@ class FeatureStoreConsumer:
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        raw = self.redis.hgetall(self.offsets_key)  # "<partition>": next offset, "clock:<partition>": clock
-        stored = {int(p): int(off) for p, off in raw.items() if p.isdigit()}
+        stored = {int(p): int(off) for p, off in self.redis.hgetall(self.offsets_key).items()}
+        clocks = self.redis.hgetall(self.clocks_key)
         if not self._positions.assigned(consumer, partitions, stored):
             return  # an offset is past its log end: nothing is assigned, run() raises
         for p in partitions:
             p.offset = stored.get(p.partition, OFFSET_STORED)
-            clock = raw.get(f"clock:{p.partition}")
-            if clock is not None:
-                self._clock[p.partition] = int(clock)
+            if str(p.partition) in clocks:
+                self._clock[p.partition] = int(clocks[str(p.partition)])
             else:
                 self._clock.pop(p.partition, None)
         self._assigned.update(p.partition for p in partitions)
@@ -313,14 +314,14 @@ class FeatureStoreConsumer:
             log.warning("released %d held-back events early (more than %d waiting for a slow partition)",
                         over, self.config.max_pending)
         self._pending = held
-        offsets: dict[int | str, int] = dict(self._next)
+        offsets = dict(self._next)
         clocks = dict(self._clock)
         for x in held:   # a held event's offset is the next to read for its partition, with its clock
             if x.offset < offsets.get(x.partition, _POS_INF):
                 offsets[x.partition] = x.offset
                 clocks[x.partition] = x.clock
-        offsets.update({f"clock:{p}": c for p, c in clocks.items() if c is not None and p in offsets})
-        if not ready and offsets == self._written:
+        clocks = {p: c for p, c in clocks.items() if c is not None and p in offsets}
+        if not ready and offsets == self._written and clocks == self._written_clocks:
             return
         size = self.config.batch_size
         ready.sort(key=lambda x: (x.event.t_us, x.event.event_key))
@@ -328,14 +329,16 @@ class FeatureStoreConsumer:
         for n, chunk in enumerate(chunks):
             last = n == len(chunks) - 1
             result = apply_events(self.redis, [x.event for x in chunk], self.keys, self.ttls,
-                                  offsets=(self.offsets_key, offsets) if last else None)
+                                  offsets=(self.offsets_key, offsets) if last else None,
+                                  clocks=(self.clocks_key, clocks) if last else None)
             if chunk:
                 self.stats.add(result)
         self._written = offsets
+        self._written_clocks = clocks
         if offsets:
             try:
-                self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()
-                                              if isinstance(p, int)], asynchronous=False)
+                self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
+                                     asynchronous=False)
             except KafkaException as e:   # Redis holds the truth; Kafka's copy is for lag tooling
                 log.warning("Kafka offset commit failed (Redis has the offsets): %s", e)
         if ready and self.on_batch:

@@ -18,8 +18,8 @@ sessions per user):
 ``<p>us:<user>``               set: the user's session ids; TTL ``user_ttl_s``
 ``<p>seen:<event_key>``        an applied event (re-sends are dropped); TTL ``dedupe_ttl_s``
 ``<p>cf:<event_key>``          JSON features of an applied cart-add, as of that event; TTL ``feature_log_ttl_s``
-``<p>offsets:<group>:<topic>`` hash: partition -> next offset to read (written with the state it covers),
-and ``clock:<partition>`` -> the partition's event-time clock at that offset (epoch us, see events.lateness)
+``<p>offsets:<group>:<topic>`` hash: partition -> next offset to read (written with the state it covers)
+``<p>clocks:<group>:<topic>`` hash: partition -> its event-time clock at that offset (epoch us, events.lateness)
 =============================  =========================================================================
 
 Order and exactness. Gold orders a user's events by ``(event_time, event_key)``. :func:`apply_events` sorts
@@ -149,6 +149,9 @@ class Keys:
     def offsets(self, group: str, topic: str) -> str:
         return f"{self.prefix}offsets:{group}:{topic}"
 
+    def clocks(self, group: str, topic: str) -> str:
+        return f"{self.prefix}clocks:{group}:{topic}"
+
 
 @dataclass(frozen=True)
 class Ttls:
@@ -216,10 +219,12 @@ class ApplyResult:
 
 
 def apply_events(client, events: Sequence[Event], keys: Keys | None = None, ttls: Ttls | None = None,
-                 offsets: tuple[str, Mapping[int | str, int]] | None = None, max_retries: int = 20) -> ApplyResult:
+                 offsets: tuple[str, Mapping[int, int]] | None = None, max_retries: int = 20,
+                 clocks: tuple[str, Mapping[int, int]] | None = None) -> ApplyResult:
     """Apply events (deduplicated by event key) to the state in Redis, in ``(event_time, event_key)`` order.
 
-    ``offsets`` is ``(key, {partition: next_offset})`` to record in the same transaction. Re-sends (an event
+    ``offsets`` is ``(key, {partition: next_offset})`` to record in the same transaction (and ``clocks``,
+    ``(key, {partition: clock})``, the partitions' lateness clocks at those offsets). Re-sends (an event
     key applied before, or twice in ``events``) are skipped. Before each cart-add is applied, its features
     are recorded (``cf:<event_key>``). Concurrent writers are detected with WATCH and the batch is retried.
     """
@@ -233,8 +238,13 @@ def apply_events(client, events: Sequence[Event], keys: Keys | None = None, ttls
     batch = sorted(unique.values(), key=lambda e: (e.t_us, e.event_key))
     result = ApplyResult(duplicates=len(events) - len(batch))
     if not batch:
-        if offsets:
-            client.hset(offsets[0], mapping={str(p): str(o) for p, o in offsets[1].items()})
+        if offsets or clocks:
+            with client.pipeline(transaction=True) as tx:
+                if offsets:
+                    tx.hset(offsets[0], mapping={str(p): str(o) for p, o in offsets[1].items()})
+                if clocks and clocks[1]:
+                    tx.hset(clocks[0], mapping={str(p): str(c) for p, c in clocks[1].items()})
+                tx.execute()
         return result
     sessions = sorted({(e.user_id, e.user_session) for e in batch})
     users = sorted({e.user_id for e in batch})
@@ -311,6 +321,8 @@ def apply_events(client, events: Sequence[Event], keys: Keys | None = None, ttls
                     tx.set(keys.logged(k), json.dumps(feats), ex=ttls.feature_log_s)
                 if offsets:
                     tx.hset(offsets[0], mapping={str(p): str(o) for p, o in offsets[1].items()})
+                if clocks and clocks[1]:
+                    tx.hset(clocks[0], mapping={str(p): str(c) for p, c in clocks[1].items()})
                 tx.execute()
             except redis.WatchError:
                 result.retries += 1
