@@ -538,7 +538,7 @@ class Settings(BaseSettings):
 
     def service_env(self) -> dict[str, str]:
         """Full environment for a child process of the stack (settings + rendered tool config)."""
-        env = dict(os.environ)
+        env = inherited_env()
         env.update(self.export_env())
         env.update(self.airflow_env())
         env.update(self.spark_env())
@@ -645,6 +645,17 @@ def load_settings(**overrides: Any) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once)."""
     return load_settings()
+
+
+#: variables that point clients at an S3 endpoint or an MLflow server. A process that starts a stack may carry
+#: another stack's values (``training.tracking.configure`` sets them for in-process MLflow): a child of the
+#: stack gets this stack's values from the settings, never inherited ones.
+CLIENT_POINTER_PREFIXES = ("AWS_", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the client pointers (``AWS_*``, MLflow URIs) a child must not inherit."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_POINTER_PREFIXES)}
 
 
 @contextmanager

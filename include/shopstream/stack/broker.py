@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopstream.settings import inherited_env
 from shopstream.stack.base import Service, StackError, port_in_use
 from shopstream.stack.process import ProcSpec
 from shopstream.stack.s3 import conditional_write_problem, minio_client
@@ -72,7 +73,7 @@ class BrokerService(Service):
             "--storage-engine", f"s3://{self.settings.s3.broker_bucket}/",
         ]
         s3 = self.settings.s3
-        env = dict(os.environ)
+        env = inherited_env()  # no AWS_ENDPOINT_URL_S3 & co. of another stack: object_store would read them
         env.update(
             AWS_ENDPOINT=s3.endpoint_url,
             AWS_ALLOW_HTTP="true",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from shopstream.settings import inherited_env
 from shopstream.stack.base import Service, StackError
 from shopstream.stack.process import ProcSpec, run_checked
 
@@ -135,7 +136,7 @@ class PostgresService(Service):
 
 
 def _pg_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = {k: v for k, v in inherited_env().items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
 

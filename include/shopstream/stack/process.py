@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from shopstream.settings import inherited_env
+
 
 @dataclass
 class ProcSpec:
@@ -100,7 +102,7 @@ class ManagedProcess:
             log.flush()
             popen = subprocess.Popen(  # noqa: S603 - argv is built by the stack, not from user input
                 list(self.spec.argv),
-                env=self.spec.env or None,
+                env=self.spec.env or inherited_env(),
                 cwd=self.spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -186,7 +188,8 @@ def run_checked(
         pw = pwd.getpwnam(user)
         kwargs.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
     res = subprocess.run(  # noqa: S603
-        list(argv), env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+        list(argv), env=inherited_env() if env is None else env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, **kwargs
     )
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)

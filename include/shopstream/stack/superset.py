@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psycopg
 
-from shopstream.settings import REPO_ROOT, Settings
+from shopstream.settings import REPO_ROOT, Settings, inherited_env
 from shopstream.stack.base import Service, StackError
 from shopstream.stack.process import ProcSpec
 
@@ -131,7 +131,7 @@ class SupersetService(Service):
 
     def env(self) -> dict[str, str]:
         """Environment of every Superset process: no trace of this venv, settings, config and secret."""
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        env = {k: v for k, v in inherited_env().items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
         env.update(self.settings.export_env())
         env.update({
             "PATH": f"{self.venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
