@@ -650,11 +650,11 @@ def get_settings() -> Settings:
 #: variables that point clients at an S3 endpoint or an MLflow server. A process that starts a stack may carry
 #: another stack's values (``training.tracking.configure`` sets them for in-process MLflow): a child of the
 #: stack gets this stack's values from the settings, never inherited ones.
-CLIENT_POINTER_PREFIXES = ("AWS_", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+CLIENT_POINTER_PREFIXES = ("AWS_", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_", "MLFLOW_REGISTRY_URI")
 
 
 def inherited_env() -> dict[str, str]:
-    """This process's environment without the client pointers (``AWS_*``, MLflow URIs) a child must not inherit."""
+    """This process's environment without the client pointers (``AWS_*``, MLflow URI and login) a child must not get."""
     return {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_POINTER_PREFIXES)}
 
 
