@@ -352,8 +352,16 @@ def test_mlflow_opens_the_training_experiment_on_its_runs(stack_settings: Settin
     exp = tracking.client(s).get_experiment_by_name(s.mlflow.experiment)
     assert exp.tags.get(tracking.EXPERIMENT_KIND_TAG) == tracking.MODEL_TRAINING_KIND
     browser.set_window_size(1600, 1200)
-    browser.get(f"{s.mlflow.uri}/#/experiments/{exp.experiment_id}")
+    # MLflow 3.x opens an experiment on its overview; the experiment's "Training runs" tab is its runs list
+    browser.get(f"{s.mlflow.uri}/#/experiments/{exp.experiment_id}/runs")
     name = f"training {run['dag_run_id']}"
+    if not _wait(lambda: name in _text(browser), 60):
+        from selenium.webdriver.common.by import By
+
+        links = browser.find_elements(By.XPATH, "//a[normalize-space()='Training runs'] | //*[@role='tab' and "
+                                                "normalize-space()='Training runs']")
+        if links:
+            links[0].click()
     assert _wait(lambda: name in _text(browser), 120), f"the runs are not shown: {_text(browser)[:2000]}"
     time.sleep(2)
     shot = _shot(browser, "mlflow-experiment")

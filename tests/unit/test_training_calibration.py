@@ -73,3 +73,14 @@ def test_the_gate_has_a_calibration_rule():
     regress = GateConfig.from_dict({"version": 1, "regression": {"ece": {"tolerance": 0.01}}})
     assert not decide({"ece": 0.05}, {"ece": 0.02}, regress, "2", "1").passed      # lower is better
     assert decide({"ece": 0.02}, {"ece": 0.05}, regress, "2", "1").passed
+
+
+def test_the_ece_bound_rises_to_the_sampling_noise_of_a_small_test_set():
+    from shopstream.training.gate import ece_noise_floor
+
+    config = GateConfig(version=2, thresholds={"ece": {"max": 0.08}}, regression={})
+    small = decide({"ece": 0.094, "n": 300}, None, config)          # noise floor 3 * 0.8 * sqrt(2/300) = 0.196
+    assert small.passed and any("raised to" in n for n in small.notes)
+    assert not decide({"ece": 0.094, "n": 50_000}, None, config).passed  # a large test set: the configured 0.08
+    assert not decide({"ece": 0.25, "n": 300}, None, config).passed      # miscalibrated beyond noise
+    assert ece_noise_floor(0) == 0.0 and round(ece_noise_floor(1_800), 3) == 0.08

@@ -141,6 +141,8 @@ def test_the_embedded_ray_head(tmp_path, monkeypatch):
     from shopstream.stack.ray_head import RayService
     from shopstream.training.ray_runtime import head_address
 
+    for var in ("SHOPSTREAM_RAY__EMBEDDED", "SHOPSTREAM_RAY__ADDRESS"):  # the test session's stack sets them
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SHOPSTREAM_RAY__PORT", "17001")
     s = load_settings(state_dir=tmp_path)
     argv = RayService(s).specs()[0].argv

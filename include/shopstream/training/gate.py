@@ -165,6 +165,11 @@ class GateDecision:
         return [f"  note: {n}" for n in self.notes]
 
 
+def ece_noise_floor(test_rows: int) -> float:
+    """Three times the ECE a perfectly calibrated model shows by chance on ``test_rows`` rows (0 if unknown)."""
+    return 3 * 0.8 * math.sqrt(2 / test_rows) if test_rows > 0 else 0.0
+
+
 def decide(candidate: dict[str, float], champion: dict[str, float] | None, config: GateConfig,
            candidate_version: str | None = None, champion_version: str | None = None,
            champion_error: str | None = None) -> GateDecision:
@@ -177,8 +182,13 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, confi
             checks.append(Check("threshold", metric, value, bound["min"], _ge(value, bound["min"]),
                                 f">= {bound['min']:g}"))
         if "max" in bound:
-            checks.append(Check("threshold", metric, value, bound["max"], _le(value, bound["max"]),
-                                f"<= {bound['max']:g}"))
+            limit = bound["max"]
+            floor = ece_noise_floor(int(candidate.get("n", 0) or 0)) if metric == "ece" else 0.0
+            if floor > limit:
+                notes.append(f"ece bound {limit:g} raised to {floor:.4f}: on {int(candidate['n']):,} test rows a "
+                             f"calibrated model's ECE is sampling noise up to there (3 x 0.8 * sqrt(2 / rows))")
+                limit = floor
+            checks.append(Check("threshold", metric, value, limit, _le(value, limit), f"<= {limit:g}"))
     if champion_version is None:
         notes.append("no champion yet: no regression check")
     elif champion_version == candidate_version:
