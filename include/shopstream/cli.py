@@ -303,16 +303,20 @@ def land(
     batch_size: Annotated[int, typer.Option(help="Messages per landed batch.")] = 100_000,
     max_interval: Annotated[float, typer.Option(help="Seconds before a partial batch is landed.")] = 10.0,
     idle_timeout: Annotated[float, typer.Option(help="--until-idle: seconds with nothing new before stopping.")] = 10.0,
+    validator: Annotated[str, typer.Option(
+        help="columnar, or rowwise: the previous per-message validator (same results; for comparison)")] = "columnar",
 ) -> None:
     """Consume the raw topic, validate, land Parquet in the lake and dead-letter the rest."""
     import logging
 
     from shopstream.landing.service import LandingConfig, LandingService, LandingStopped
 
+    if validator not in ("columnar", "rowwise"):
+        raise typer.BadParameter(f"{validator!r}: expected columnar or rowwise", param_hint="--validator")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = _settings()
     svc = LandingService(s, LandingConfig(batch_size=batch_size, max_interval_s=max_interval,
-                                          idle_timeout_s=idle_timeout))
+                                          idle_timeout_s=idle_timeout, validator=validator))
     svc.install_signal_handlers()
     import gc
 

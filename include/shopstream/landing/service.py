@@ -34,9 +34,10 @@ import psycopg
 import pyarrow as pa
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from shopstream.events.columnar import validate_columns
 from shopstream.events.lateness import MAX_CLOCK_SKEW_S, NO_TIME, max_before
 from shopstream.events.producer import ReliableSender, make_producer
-from shopstream.events.validation import Rejection, validate_batch
+from shopstream.events.validation import Rejection, validate_batch_rowwise
 from shopstream.landing import manifest
 from shopstream.landing.writer import LakeObject, deadletter_objects, event_objects
 from shopstream.settings import Settings
@@ -63,6 +64,7 @@ class LandingConfig:
     upload_threads: int = 8
     notify: bool = True  # publish a landed notification per batch (the data DAG's asset watcher listens)
     end_check_s: float = 30.0  # idle this long: check that no position is past its partition's log end
+    validator: str = "columnar"  # or "rowwise": the previous per-message validator (bench/landing.py compares)
 
 
 @dataclass
@@ -299,8 +301,11 @@ class LandingService:
             if not buf.offsets:
                 continue
             first, last = buf.offsets[0], buf.offsets[-1]
-            res = validate_batch(zip(buf.values, repeat(self.topic), repeat(p), buf.offsets),
-                                 max_bytes=self.settings.kafka.max_event_bytes)
+            if self.config.validator == "rowwise":
+                res = validate_batch_rowwise(zip(buf.values, repeat(self.topic), repeat(p), buf.offsets),
+                                             max_bytes=self.settings.kafka.max_event_bytes)
+            else:
+                res = validate_columns(buf.values, self.topic, p, buf.offsets, self.settings.kafka.max_event_bytes)
             valid = with_arrival_time(res.valid, buf.offsets, buf.timestamps)
             valid, clocks[p] = with_partition_clock(valid, self._clocks.get(p, NO_TIME))
             objs = event_objects(valid, self.topic, p, first, last)

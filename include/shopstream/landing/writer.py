@@ -47,10 +47,16 @@ class LakeObject:
     oversized: int = 0  # dead letters of this object sent to the topic by claim check
 
 
+#: columns with few distinct values; dictionary-encoding the others (keys, sessions, offsets) costs CPU and saves
+#: nothing: with it on for every column a landed event costs ~20% more CPU and ~20% more bytes
+DICTIONARY_COLUMNS = ("event_type", "category_code", "brand", "src_topic", "src_partition", "reason")
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """Serialise a table as one compressed Parquet file."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=COMPRESSION)
+    pq.write_table(table, buf, compression=COMPRESSION,
+                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in table.column_names])
     return buf.getvalue()
 
 
@@ -65,11 +71,13 @@ def event_objects(valid: pa.Table, topic: str, partition: int, first: int, last:
     hours = valid.column("event_time").cast(pa.int64()).to_numpy() // HOUR_US
     order = np.argsort(hours, kind="stable")
     sorted_hours = hours[order]
-    bounds = np.flatnonzero(np.diff(sorted_hours)) + 1
+    if sorted_hours[0] != sorted_hours[-1]:  # one take, then zero-copy slices per hour
+        valid = valid.take(pa.array(order))
+    bounds = [0, *(np.flatnonzero(np.diff(sorted_hours)) + 1).tolist(), len(order)]
     out = []
-    for idx in np.split(order, bounds):
-        part = valid.take(pa.array(idx))
-        hour = _hour(int(hours[idx[0]]) * HOUR_US)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        part = valid.slice(start, end - start)
+        hour = _hour(int(sorted_hours[start]) * HOUR_US)
         out.append(
             LakeObject(
                 object_key(EVENTS_PREFIX, hour, topic, partition, first, last), "events", topic, partition,
