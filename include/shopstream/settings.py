@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "SHOPSTREAM_"
 PLACEHOLDER_PREFIX = "change-me"  # what .env.example puts where a secret belongs
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+PRELOADING_EXECUTOR = "shopstream.airflow_executor.PreloadingLocalExecutor"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -196,6 +197,12 @@ class AirflowSettings(BaseModel):
     )
     admin_email: str = Field("admin@example.com", description="with the fab auth manager: e-mail of the admin user")
     parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes")
+    preload_modules: str = Field(
+        "great_expectations,shopstream.quality.runner,shopstream.warehouse.gold",
+        description="comma-separated modules the scheduler imports before it forks the LocalExecutor's workers, "
+                    "so every task process (forked from a worker) starts with them: the check tasks do not pay "
+                    "the Great Expectations import; empty: Airflow's plain LocalExecutor",
+    )
     dags_paused_at_creation: bool = Field(False, description="new DAGs start paused (the tests unpause what they run)")
     worker_log_port: int = Field(18793, ge=1, le=65535, description="port of the worker log server")
     trigger_log_port: int = Field(18794, ge=1, le=65535, description="port of the triggerer log server")
@@ -209,15 +216,28 @@ class AirflowSettings(BaseModel):
 
 
 class SparkSettings(BaseModel):
-    """Spark: master URL and the JDBC driver jar."""
+    """Spark: how the data DAG's jobs run, the master URL and the JDBC driver jar."""
 
-    master: str = Field("local[*]", description="Spark master URL (local[*] or spark://host:7077)")
+    mode: Literal["connect", "submit"] = Field(
+        "connect",
+        description="connect: the data DAG's Spark tasks run on the long-lived Spark Connect server the stack "
+                    "starts (SHOPSTREAM_SPARK__CONNECT_HOST/PORT); submit: each task runs spark-submit (a new "
+                    "driver JVM and session per task)",
+    )
+    master: str = Field("local[*]", description="Spark master URL of the Connect server and of spark-submit "
+                                                "(local[*] or spark://host:7077)")
+    connect_host: str = Field("127.0.0.1", description="Spark Connect server host (mode connect)")
+    connect_port: int = Field(15002, ge=1, le=65535, description="Spark Connect server port (mode connect)")
     jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
     driver_memory: str = Field("2g", description="spark.driver.memory")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (small data, few cores)")
     read_partitions: int = Field(
         4, ge=1, description="parallel JDBC reads of a job's PostgreSQL input (one per hash bucket of a key)"
     )
+
+    @property
+    def connect_url(self) -> str:
+        return f"sc://{self.connect_host}:{self.connect_port}"
 
 
 class PipelineSettings(BaseModel):
@@ -453,6 +473,11 @@ class Settings(BaseSettings):
                 "conn_type": "spark",
                 "host": self.spark.master,
             },
+            "shopstream_spark_connect": {
+                "conn_type": "spark_connect",
+                "host": self.spark.connect_host,
+                "port": self.spark.connect_port,
+            },
         }
         return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in conns.items()}
 
@@ -463,7 +488,7 @@ class Settings(BaseSettings):
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": PRELOADING_EXECUTOR if a.preload_modules.strip() else "LocalExecutor",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(a.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),

@@ -14,6 +14,7 @@ from shopstream.stack.postgres import PostgresService
 from shopstream.stack.redis_server import RedisService
 from shopstream.stack.s3 import S3Service
 from shopstream.stack.serving import ServingService
+from shopstream.stack.spark_connect import SparkConnectService
 from shopstream.stack.superset import SupersetService
 
 SERVICE_ORDER: tuple[type[Service], ...] = (
@@ -23,6 +24,7 @@ SERVICE_ORDER: tuple[type[Service], ...] = (
     RedisService,  # skipped when SHOPSTREAM_REDIS__ENABLED=false
     MlflowService,
     ServingService,  # in the stack once a champion exists; skipped when SHOPSTREAM_SERVING__ENABLED=false
+    SparkConnectService,  # the data DAG's long-lived Spark; skipped when SHOPSTREAM_SPARK__MODE=submit
     AirflowService,
     SupersetService,  # skipped when SHOPSTREAM_SUPERSET__ENABLED=false
 )
