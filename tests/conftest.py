@@ -40,6 +40,10 @@ def _test_env(state_dir: Path) -> dict[str, str]:
         "SHOPSTREAM_SERVING__PORT": str(free_port()),
         # serving starts only with a champion, which a fresh test stack lacks; tests start their own instances
         "SHOPSTREAM_SERVING__ENABLED": "false",
+        # the tests' tables are far below RAY_MIN_ROWS (tuning runs sequentially), so no long-lived Ray head;
+        # tests/integration/test_training.py starts one for the test of that path
+        "SHOPSTREAM_RAY__EMBEDDED": "false",
+        "SHOPSTREAM_RAY__PORT": str(free_port()),
         "SHOPSTREAM_SUPERSET__ADMIN_PASSWORD": "test-superset-pw",
     }
 

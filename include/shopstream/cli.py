@@ -230,11 +230,18 @@ def generate(
     else:
         for _ in stream:
             n += 1
-    path = _truth_path(s, truth_out)
+    path = _write_truth(stream, _truth_path(s, truth_out))
+    console.print(f"generated {n:,} messages" + (f" into {out}" if out else "") + f"; truth in {path} "
+                  f"(each cart-add's purchase probability in {path.with_suffix('.cart_adds.parquet').name})")
+    _print_truth(stream.truth)
+
+
+def _write_truth(stream, path: Path) -> Path:
+    """The truth summary (JSON) and, beside it, each cart-add's true purchase probability (Parquet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(stream.truth.to_json())
-    console.print(f"generated {n:,} messages" + (f" into {out}" if out else "") + f"; truth in {path}")
-    _print_truth(stream.truth)
+    stream.cart_add_truth().to_parquet(path.with_suffix(".cart_adds.parquet"), index=False)
+    return path
 
 
 def _print_truth(truth) -> None:
@@ -285,10 +292,8 @@ def produce(
     console.print(f"produced {stats.sent:,} messages to {topic or s.kafka.raw_topic} at "
                   f"{s.kafka.bootstrap_servers} in {stats.seconds:.1f}s ({stats.rate:,.0f} msg/s)")
     if stream is not None:
-        path = _truth_path(s, truth_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(stream.truth.to_json())
-        console.print(f"truth summary in {path}")
+        path = _write_truth(stream, _truth_path(s, truth_out))
+        console.print(f"truth summary in {path}, cart-add probabilities in {path.with_suffix('.cart_adds.parquet')}")
         _print_truth(stream.truth)
 
 

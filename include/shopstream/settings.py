@@ -308,7 +308,17 @@ class TrainingSettings(BaseModel):
         20.0, ge=0, description="a run retrains when the champion is older than this (else only if degraded or forced)"
     )
     seed: int = Field(42, description="seed of the search and the models")
-    tune_timeout_s: int = Field(3600, ge=60, description="longest a tuning run (local or Ray job) may take")
+    tune_timeout_s: int = Field(3600, ge=60, description="wall-time budget of a tuning run (local or Ray job): no "
+                                "trial starts after it, and the best trials so far are kept")
+    tune_backend: Literal["auto", "ray", "sequential"] = Field(
+        "auto", description="local tuning: on Ray, sequentially in the task (Optuna, no Ray), or auto: by "
+                            "RAY_MIN_ROWS")
+    ray_min_rows: int = Field(
+        1_000_000, ge=0, description="auto backend: tune on Ray from this many training rows on, sequentially below "
+                                   "(the crossover measured by bench/training.py)")
+    calibration: Literal["auto", "isotonic", "platt", "none"] = Field(
+        "auto", description="calibration of the final model on the validation split; auto: isotonic or Platt, "
+                            "whichever cross-fits better (none if neither beats the raw scores)")
 
 
 class RaySettings(BaseModel):
@@ -322,6 +332,9 @@ class RaySettings(BaseModel):
     cpus_per_trial: int = Field(1, ge=1, description="CPUs (and XGBoost threads) per trial")
     temp_dir: str = Field("", description="local Ray: temp dir; /tmp/ray-<hash of state dir> when empty (short socket paths)")
     poll_interval_s: float = Field(15.0, gt=0, description="cluster: seconds between Ray job status polls (in the triggerer)")
+    embedded: bool = Field(True, description="embedded stack: run one long-lived local Ray head that tuning runs "
+                                             "connect to (instead of starting a Ray per run)")
+    port: int = Field(16382, ge=1, le=65535, description="embedded stack: GCS port of the long-lived local Ray head")
 
 
 class RedisSettings(BaseModel):

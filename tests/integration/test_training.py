@@ -111,8 +111,16 @@ def test_a_run_registers_a_version_that_becomes_champion(good_run, stack_setting
     # a model-training experiment, so MLflow's UI opens it on its runs (not the GenAI traces view)
     assert mlclient.get_experiment(run.info.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == \
         tracking.MODEL_TRAINING_KIND
-    for m in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_f1", "tune_best_valid_pr_auc"):
+    for m in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_f1",
+              "test_raw_log_loss", "tune_best_valid_pr_auc", "tune_startup_s"):
         assert m in run.data.metrics
+    assert run.data.params["tune.backend"] == "sequential"       # 5,000 rows: far below RAY_MIN_ROWS
+    # calibrated on the validation rows; the calibration travels inside the model and the gate checks ECE
+    cal = tracking.load_json(s, run.info.run_id, "calibration.json")
+    assert cal["method"] == run.data.params["final.calibration"] == mv.tags["calibration"]
+    assert cal["method"] in ("isotonic", "platt", "none") and set(cal["cross_fit_log_loss"]) == {"none", "platt",
+                                                                                                 "isotonic"}
+    assert "ece" in mv.tags["gate.report"]
     children = mlclient.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
@@ -135,6 +143,8 @@ def test_champion_loads_and_predicts_on_new_rows(good_run, stack_settings):
 
     tracking.configure(stack_settings)
     model = mlflow.pyfunc.load_model(f"models:/{stack_settings.mlflow.registered_model}@{CHAMPION}")
+    inner = model.unwrap_python_model()
+    assert inner.calibration == tracking.load_json(stack_settings, good_run["split"]["run_id"], "calibration.json")
     assert set(model.metadata.get_input_schema().input_names()) == set(FEATURE_COLUMNS)
     new = synthetic_cart_features(300, seed=1234, key_prefix="new")
     proba = model.predict(new[list(FEATURE_COLUMNS)])
@@ -192,6 +202,29 @@ def test_retraining_is_idempotent_per_run(good_run, stack_settings):
     pipeline.gate(s, again["version"])
     rows = [r for r in model_runs(s, s.mlflow.registered_model) if r["run_id"] == good_run["split"]["run_id"]]
     assert len(rows) == 1
+
+
+def test_tuning_on_ray_reuses_the_long_lived_head(good_run, stack_settings, tmp_path):
+    """The stack's long-lived Ray head (SHOPSTREAM_RAY__EMBEDDED): two tuning runs forced onto Ray both connect
+    to it instead of starting a Ray of their own, and leave it running."""
+    from shopstream.settings import environment
+    from shopstream.stack.ray_head import RayService
+    from shopstream.training.tune import make_spec, tune_data, tune_here
+
+    with environment({"SHOPSTREAM_RAY__EMBEDDED": "true", "SHOPSTREAM_TRAINING__TUNE_BACKEND": "ray"}) as s:
+        head = RayService(s)
+        head.start()
+        try:
+            assert head.check() is None, f"the Ray head did not start: {head.check()}"
+            pids = {p.pid for p in head.processes()}
+            data = tune_data(tracking.fetch_split_dir(s, good_run["split"]["run_id"]))
+            spec = make_spec(s, trials=2, max_rounds=20)
+            runs = [tune_here(s, data, spec, tmp_path / str(i)) for i in range(2)]
+            assert [(r.backend, r.ray) for r in runs] == [("ray-local", "long-lived")] * 2
+            assert all(len(r.trials) == 2 and r.best_valid_pr_auc > 0 for r in runs)
+            assert {p.pid for p in head.processes()} == pids and head.check() is None   # the same head, still up
+        finally:
+            head.stop()
 
 
 def test_degradation_check_sees_a_drifted_champion(good_run, stack_settings):

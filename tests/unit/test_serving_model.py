@@ -23,6 +23,16 @@ from shopstream.serving.scoring import NoModel, Scorer
 @pytest.fixture(scope="module")
 def pyfunc(tmp_path_factory):
     """A small XGBoost purchase-intent model saved as the training code logs it (models-from-code pyfunc)."""
+    return save_pyfunc(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """The same model with an isotonic calibration in its meta.json, as training logs it now."""
+    return save_pyfunc(tmp_path_factory.mktemp("calibrated"), calibration="isotonic")
+
+
+def save_pyfunc(d, calibration: str | None = None):
     import mlflow
     import numpy as np
     import xgboost as xgb
@@ -32,7 +42,6 @@ def pyfunc(tmp_path_factory):
     from shopstream.training.synthetic import synthetic_cart_features
     from shopstream.training.train import PYFUNC_CODE
 
-    d = tmp_path_factory.mktemp("model")
     df = synthetic_cart_features(1500, seed=3)
     spec = FeatureSpec(list(FEATURE_COLUMNS), list(CATEGORICAL))
     cats = categories_of(df, spec)
@@ -40,7 +49,13 @@ def pyfunc(tmp_path_factory):
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "tree_method": "hist", "max_cat_to_onehot": 4,
                          "nthread": 1}, xgb.DMatrix(x, label=y, enable_categorical=True), 20)
     booster.save_model(d / "booster.ubj")
-    (d / "meta.json").write_text(json.dumps({"features": spec.features, "categories": cats, "threshold": 0.37}))
+    meta = {"features": spec.features, "categories": cats, "threshold": 0.37}
+    if calibration:
+        from shopstream.training import calibration as cal
+
+        raw = booster.predict(xgb.DMatrix(x, enable_categorical=True)).astype("float64")
+        meta["calibration"] = cal.fit(y, raw, calibration)
+    (d / "meta.json").write_text(json.dumps(meta))
     example = df[spec.features].head(5).reset_index(drop=True)
     mlflow.pyfunc.save_model(str(d / "pyfunc"), python_model=str(PYFUNC_CODE),
                              artifacts={"booster": str(d / "booster.ubj"), "meta": str(d / "meta.json")},
@@ -68,6 +83,20 @@ def test_the_booster_path_gives_exactly_the_pyfunc_probabilities(pyfunc):
     assert fast(rows) == lm.predict_pyfunc(rows)
     served = replace(lm, booster=fast)
     assert served.path == "booster" and served.predict(rows[:7]) == lm.predict_pyfunc(rows[:7])
+
+
+def test_a_calibrated_model_serves_calibrated_probabilities_on_both_paths(pyfunc, calibrated):
+    from shopstream.training.pyfunc_model import calibrate
+
+    inner = calibrated.unwrap_python_model()
+    assert inner.calibration["method"] == "isotonic"
+    rows = probe_rows(inner.categories, n=200)
+    raw = loaded(pyfunc).predict_pyfunc(rows)               # the same booster without calibration
+    lm = loaded(calibrated)
+    want = lm.predict_pyfunc(rows)
+    assert want == calibrate(raw, inner.calibration).tolist() and want != raw
+    fast = verify_booster_path(lm)
+    assert isinstance(fast, BoosterPath) and fast(rows) == want
 
 
 def test_a_booster_path_that_would_differ_is_not_used(pyfunc):

@@ -340,6 +340,8 @@ class _Sim(NamedTuple):
     sess: list[int]
     sessions: list[str]
     user_ids: list[int]
+    logit: np.ndarray  # purchase logit of each cart-add (NaN for other events), as drawn
+    user_effect: np.ndarray  # the unobserved per-user part of that logit (NaN for other events)
 
 
 def _simulate(cfg: GeneratorConfig, n_base: int, catalog: _Catalog, rng: random.Random) -> _Sim:
@@ -356,6 +358,7 @@ def _simulate(cfg: GeneratorConfig, n_base: int, catalog: _Catalog, rng: random.
     cat_idx, cat_cum, by_cat = range(len(CATEGORIES)), catalog.cat_cum, catalog.by_cat
     plogit, cart_p = catalog.logit, catalog.cart_p
     T, E, P, U, S = array("q"), array("b"), array("i"), array("i"), array("i")
+    CI, CZ, CL = array("q"), array("d"), array("d")  # cart-adds: event index, purchase logit, user effect
     sessions: list[str] = []
     user_ids: list[int] = []
 
@@ -417,6 +420,9 @@ def _simulate(cfg: GeneratorConfig, n_base: int, catalog: _Catalog, rng: random.
                         + latent
                         + (0.8 + 0.15 * min(prior, 4) if prior else 0.0)
                     )
+                    CI.append(len(T) - 1)
+                    CZ.append(z)
+                    CL.append(latent)
                     cart[p] = rand() < 1.0 / (1.0 + math.exp(-z))
                 elif p not in bought and rand() < 0.004:  # occasional buy-now without a cart-add
                     t += 1 + int(expo(1 / 40))
@@ -435,7 +441,12 @@ def _simulate(cfg: GeneratorConfig, n_base: int, catalog: _Catalog, rng: random.
     cols = [np.frombuffer(a, dtype=a.typecode)[:n_base] for a in (T, E, P, U, S)]
     order = np.argsort(cols[0], kind="stable")
     t_s, e, p, u, s = (c[order].tolist() for c in cols)
-    return _Sim(t_s, e, p, u, s, sessions, user_ids)
+    ci = np.frombuffer(CI, dtype=np.int64)
+    keep = ci < n_base
+    logit, effect = np.full(n_base, np.nan), np.full(n_base, np.nan)
+    logit[ci[keep]] = np.frombuffer(CZ, dtype=np.float64)[keep]
+    effect[ci[keep]] = np.frombuffer(CL, dtype=np.float64)[keep]
+    return _Sim(t_s, e, p, u, s, sessions, user_ids, logit[order], effect[order])
 
 
 _BAD_TIMES: tuple[Any, ...] = (
@@ -511,6 +522,88 @@ def _invalid_value(rng: random.Random, reason: Reason, d: dict[str, Any]) -> byt
     return orjson.dumps(d)
 
 
+def _simulation(cfg: GeneratorConfig, n_base: int) -> tuple[_Sim, _Catalog]:
+    """The simulated (fault-free, unique) events of a config: the same for the stream and :func:`simulate`."""
+    n_products = cfg.n_products or min(20_000, max(300, cfg.n_events // 100))
+    catalog = _Catalog(random.Random(cfg.seed * 7919 + 4), n_products)
+    return _simulate(cfg, n_base, catalog, random.Random(cfg.seed * 7919 + 1)), catalog
+
+
+@dataclass(frozen=True)
+class SimulatedEvents:
+    """The unique valid events of a stream (what silver holds once re-sends are dropped), in event-time order.
+
+    Columns are parallel numpy arrays; ``product``, ``user`` and ``session`` index :attr:`products`,
+    :attr:`user_ids` and :attr:`sessions`; ``event_type`` indexes :data:`EVENT_TYPES`. ``logit`` is the purchase
+    logit the simulation drew each cart-add's outcome from (P(purchase) = sigmoid(logit)) and ``user_effect``
+    the unobserved per-user part of it; both NaN for other events.
+    """
+
+    t_s: np.ndarray
+    event_type: np.ndarray
+    product: np.ndarray
+    user: np.ndarray
+    session: np.ndarray
+    logit: np.ndarray
+    user_effect: np.ndarray
+    products: list[tuple[int, int, str | None, str | None, float]]  # product_id, category_id, code, brand, price
+    user_ids: list[int]
+    sessions: list[str]
+
+
+def simulate(config: GeneratorConfig) -> SimulatedEvents:
+    """The unique valid events the stream of ``config`` produces, without serialising or injecting faults.
+
+    Much faster than iterating :func:`generate` when only the behaviour matters (benchmarks, training data):
+    the same seed gives the same events as the stream's deduplicated valid messages.
+    """
+    n = config.n_events
+    n_base = n - round(n * config.invalid_rate) - round(n * config.duplicate_rate)
+    if n_base < 1:
+        raise ValueError(f"n_events={n} leaves no valid events at these fault rates")
+    sim, catalog = _simulation(config, n_base)
+    return _simulated_events(sim, catalog)
+
+
+def _simulated_events(sim: _Sim, catalog: _Catalog) -> SimulatedEvents:
+    return SimulatedEvents(
+        np.asarray(sim.t, dtype=np.int64), np.asarray(sim.etype, dtype=np.int8), np.asarray(sim.prod, dtype=np.int64),
+        np.asarray(sim.user, dtype=np.int64), np.asarray(sim.sess, dtype=np.int64), sim.logit, sim.user_effect,
+        catalog.rows, sim.user_ids, sim.sessions,
+    )
+
+
+def cart_add_truth(events: SimulatedEvents, index: np.ndarray | None = None) -> Any:
+    """Per cart-add of ``events`` (or of the rows ``index``): the purchase probability the simulation used.
+
+    A pandas DataFrame with ``event_key`` (as the validator keys the event), ``event_time``, ``user_id``,
+    ``user_session``, ``product_id``, ``purchase_probability`` (sigmoid of the logit), ``purchase_logit`` and
+    ``user_effect`` (the part of the logit no event shows: ``purchase_logit - user_effect`` is what the
+    observable behaviour explains).
+    """
+    import pandas as pd
+
+    from shopstream.events.schema import event_key
+
+    idx = np.flatnonzero(events.event_type == 1) if index is None else np.asarray(index, dtype=np.int64)
+    t = events.t_s[idx]
+    pids = [events.products[i][0] for i in events.product[idx].tolist()]
+    users = [events.user_ids[i] for i in events.user[idx].tolist()]
+    sessions = [events.sessions[i] for i in events.session[idx].tolist()]
+    logit = events.logit[idx]
+    return pd.DataFrame({
+        "event_key": [event_key(ts * 1_000_000, "cart", p, u, s)
+                      for ts, p, u, s in zip(t.tolist(), pids, users, sessions, strict=True)],
+        "event_time": pd.to_datetime(t, unit="s", utc=True),
+        "user_id": users,
+        "user_session": sessions,
+        "product_id": pids,
+        "purchase_probability": 1.0 / (1.0 + np.exp(-logit)),
+        "purchase_logit": logit,
+        "user_effect": events.user_effect[idx],
+    })
+
+
 class EventStream:
     """Iterable of ``(key, value)`` messages in production order, with :attr:`truth` kept up to date.
 
@@ -530,6 +623,17 @@ class EventStream:
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return ((key, value) for key, value, _ in self.timed())
+
+    def cart_add_truth(self) -> Any:
+        """The true purchase probability of every unique cart-add produced so far (see :func:`cart_add_truth`).
+
+        Part of the truth, never of the events: a model must not see it. One row per cart-add in production
+        order; complete once an iteration is exhausted.
+        """
+        tb = self._truth
+        if tb.sim is None or tb.catalog is None:
+            return cart_add_truth(SimulatedEvents(*(np.zeros(0, dtype=np.int64),) * 7, [], [], []), np.zeros(0))
+        return cart_add_truth(_simulated_events(tb.sim, tb.catalog), np.asarray(tb.cart_events, dtype=np.int64))
 
     def timed(self) -> Iterator[tuple[bytes, bytes, int]]:
         """Like iteration, with each message's arrival time (epoch ms) as a third element.
@@ -579,6 +683,9 @@ class _TruthBuilder:
         self.products: set[int] = set()
         self.carts: list[tuple[int, int, int]] = []  # session, product, time
         self.last_purchase: dict[tuple[int, int], int] = {}
+        self.cart_events: list[int] = []  # simulation index of each unique cart-add, in production order
+        self.sim: _Sim | None = None
+        self.catalog: _Catalog | None = None
 
     def build(self) -> Truth:
         t = replace(
@@ -610,12 +717,10 @@ def _produce(cfg: GeneratorConfig, tb: _TruthBuilder) -> Iterator[tuple[bytes, b
     n_base = n - n_inv - n_dup
     if n_base < 1:
         raise ValueError(f"n_events={n} leaves no valid events at these fault rates")
-    sim_rng = random.Random(cfg.seed * 7919 + 1)
     fault_rng = random.Random(cfg.seed * 7919 + 2)
     np_rng = np.random.default_rng([cfg.seed, 3])
-    n_products = cfg.n_products or min(20_000, max(300, n // 100))
-    catalog = _Catalog(random.Random(cfg.seed * 7919 + 4), n_products)
-    sim = _simulate(cfg, n_base, catalog, sim_rng)
+    sim, catalog = _simulation(cfg, n_base)
+    tb.sim, tb.catalog = sim, catalog
     t_arr = np.asarray(sim.t, dtype=np.int64)
 
     # Late originals: held back until the in-order stream has passed event_time + delay.
@@ -725,6 +830,7 @@ def _produce(cfg: GeneratorConfig, tb: _TruthBuilder) -> Iterator[tuple[bytes, b
                     last_purchase[(s, p)] = ts
             elif et == 1:
                 carts.append((s, p, ts))
+                tb.cart_events.append(b)
             if not late_flags[b]:
                 recent.append((key, value))
                 if len(recent) > 2 * max_lag:

@@ -7,8 +7,10 @@ flight fails. A background thread polls the alias every ``SHOPSTREAM_SERVING__RE
 alias is missing or the new version does not load or answer, the old model keeps serving and
 :attr:`ModelManager.problem` says why (``/ready`` shows it, the log has it).
 
-The decision threshold is the one the model was logged with (chosen on the validation set by training and
-used by the gate's metrics); a model without one gets 0.5, as the gate does.
+Probabilities are the model's calibrated ones (the calibration fitted on the validation set is part of the
+logged model), and the decision threshold is the one the model was logged with (chosen on the validation set's
+calibrated probabilities by training and used by the gate's metrics); a model without one gets 0.5, as the
+gate does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class LoadedModel:
     run_id: str | None
     loaded_at: datetime
     booster: BoosterPath | None = None   # set when it answers exactly as the pyfunc (checked at load)
+    calibration: str = "none"            # the logged model's calibration method (isotonic, platt, none)
 
     @property
     def path(self) -> str:
@@ -64,7 +67,8 @@ class LoadedModel:
         return self.booster(rows) if self.booster is not None else self.predict_pyfunc(rows)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "threshold": self.threshold, "run_id": self.run_id,
+        return {"name": self.name, "version": self.version, "threshold": self.threshold,
+                "calibration": self.calibration, "run_id": self.run_id,
                 "loaded_at": self.loaded_at.isoformat(timespec="seconds"), "predict_path": self.path}
 
 
@@ -87,7 +91,7 @@ class BoosterPath:
 
     :class:`shopstream.training.pyfunc_model.PurchaseIntentModel` codes each text column by its position in
     the logged category list (unknown values and nulls are missing) and every other column as float64, then
-    predicts with its booster. This does the same with a dict and a numpy array (a few hundred microseconds
+    predicts with its booster and applies its calibration (the model's own ``calibrated``). This does the same with a dict and a numpy array (a few hundred microseconds
     instead of milliseconds a call). It is only used after :func:`verify_booster_path` found it gives exactly
     the pyfunc's probabilities on a probe set covering known, unknown and missing categories.
     """
@@ -96,6 +100,7 @@ class BoosterPath:
         self.booster = inner.booster
         self.features: list[str] = list(inner.features)
         self.codes = {c: {v: float(i) for i, v in enumerate(values)} for c, values in inner.categories.items()}
+        self.calibrated = getattr(inner, "calibrated", None)   # models logged before calibration have none
 
     def __call__(self, rows: list[dict[str, Any]]) -> list[float]:
         import numpy as np
@@ -108,7 +113,8 @@ class BoosterPath:
                 x[:, j] = [nan if r[c] is None else codes.get(r[c], nan) for r in rows]
             else:
                 x[:, j] = [nan if r[c] is None else float(r[c]) for r in rows]
-        return self.booster.inplace_predict(x).astype("float64").tolist()
+        raw = self.booster.inplace_predict(x).astype("float64")
+        return (self.calibrated(raw) if self.calibrated is not None else raw).tolist()
 
 
 def probe_rows(categories: dict[str, list[str]], n: int = 96) -> list[dict[str, Any]]:
@@ -211,15 +217,18 @@ class ModelManager:
         mv = self._mlflow().get_model_version(self.name, version)
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         threshold = DEFAULT_THRESHOLD
+        calibration = "none"
         try:
             inner = model.unwrap_python_model()
             threshold = float(getattr(inner, "threshold", DEFAULT_THRESHOLD))
+            calibration = str((getattr(inner, "calibration", None) or {}).get("method", "none"))
             booster = getattr(inner, "booster", None)
             if booster is not None:
                 booster.set_param({"nthread": 1})
         except Exception:  # noqa: BLE001 - not a python_function model logged by our code
             pass
-        loaded = LoadedModel(self.name, str(version), model, threshold, mv.run_id, datetime.now(UTC))
+        loaded = LoadedModel(self.name, str(version), model, threshold, mv.run_id, datetime.now(UTC),
+                             calibration=calibration)
         p = loaded.predict_pyfunc([example_features()])[0]
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"the self-check prediction is {p!r}, not a probability")

@@ -149,7 +149,9 @@ class BatchPrediction(BaseModel):
 class ModelInfo(BaseModel):
     name: str = Field(description="registered model name")
     version: str = Field(description="registered version being served")
-    threshold: float = Field(description="decision threshold logged with the model")
+    threshold: float = Field(description="decision threshold logged with the model (on calibrated probabilities)")
+    calibration: str = Field("none", description="how the model calibrates the booster's scores "
+                             "(isotonic, platt, none), fitted on the validation split by training")
     run_id: str | None = Field(None, description="MLflow run that logged it")
     loaded_at: str = Field(description="when this process loaded it (UTC)")
     predict_path: Literal["booster", "pyfunc"] = Field(

@@ -11,6 +11,7 @@ from shopstream.stack.base import Service
 from shopstream.stack.broker import BrokerService
 from shopstream.stack.mlflow_server import MlflowService
 from shopstream.stack.postgres import PostgresService
+from shopstream.stack.ray_head import RayService
 from shopstream.stack.redis_server import RedisService
 from shopstream.stack.s3 import S3Service
 from shopstream.stack.serving import ServingService
@@ -23,6 +24,7 @@ SERVICE_ORDER: tuple[type[Service], ...] = (
     BrokerService,
     RedisService,  # skipped when SHOPSTREAM_REDIS__ENABLED=false
     MlflowService,
+    RayService,  # the long-lived local Ray of tuning runs; skipped when SHOPSTREAM_RAY__EMBEDDED=false
     ServingService,  # in the stack once a champion exists; skipped when SHOPSTREAM_SERVING__ENABLED=false
     SparkConnectService,  # the data DAG's long-lived Spark; skipped when SHOPSTREAM_SPARK__MODE=submit
     AirflowService,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall", "positive_rate", "pr_auc_lift")
+METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", "recall", "positive_rate",
+           "pr_auc_lift")
 
 
 def best_f1_threshold(y_true, proba) -> float:
@@ -21,7 +22,8 @@ def best_f1_threshold(y_true, proba) -> float:
 
 
 def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
-    """ROC-AUC, PR-AUC (average precision), log loss, Brier score, and F1/precision/recall at ``threshold``."""
+    """ROC-AUC, PR-AUC (average precision), log loss, Brier score, expected calibration error (ECE, see
+    :func:`shopstream.training.calibration.expected_calibration_error`), and F1/precision/recall at ``threshold``."""
     from sklearn.metrics import (
         average_precision_score,
         brier_score_loss,
@@ -31,6 +33,8 @@ def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
         recall_score,
         roc_auc_score,
     )
+
+    from shopstream.training.calibration import expected_calibration_error
 
     y = np.asarray(y_true).astype(int)
     p = np.clip(np.asarray(proba, dtype="float64"), 1e-7, 1 - 1e-7)
@@ -42,6 +46,7 @@ def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
         "pr_auc": pr_auc,
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
         "f1": float(f1_score(y, pred, zero_division=0)),
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)),
@@ -52,23 +57,33 @@ def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
     }
 
 
-def plot_files(y_true, proba, importance: dict[str, float], directory: Path, title: str = "") -> list[Path]:
-    """ROC and PR curves, a calibration curve and feature importance (gain) as PNG files."""
+def plot_files(y_true, proba, importance: dict[str, float], directory: Path, title: str = "",
+               references: dict[str, object] | None = None) -> list[Path]:
+    """ROC and PR curves, a reliability (calibration) curve and feature importance (gain) as PNG files.
+
+    ``references``: other probabilities of the same rows (e.g. the raw booster, the generator's oracle), drawn
+    beside the model in the reliability curve and in the ROC and PR curves.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from shopstream.training.calibration import expected_calibration_error, reliability
 
     directory.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y_true).astype(int)
     p = np.asarray(proba, dtype="float64")
     out = []
 
+    refs = {name: np.asarray(q, dtype="float64") for name, q in (references or {}).items()}
     fig, ax = plt.subplots(figsize=(5, 5))
     fpr, tpr, _ = roc_curve(y, p)
     ax.plot(fpr, tpr, label="model")
+    for name, q in refs.items():
+        f, t, _ = roc_curve(y, q)
+        ax.plot(f, t, label=name, linewidth=1)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC {title}".strip())
     ax.legend(loc="lower right")
@@ -77,17 +92,24 @@ def plot_files(y_true, proba, importance: dict[str, float], directory: Path, tit
     fig, ax = plt.subplots(figsize=(5, 5))
     precision, recall, _ = precision_recall_curve(y, p)
     ax.plot(recall, precision, label="model")
+    for name, q in refs.items():
+        pr, rc, _ = precision_recall_curve(y, q)
+        ax.plot(rc, pr, label=name, linewidth=1)
     ax.axhline(y.mean(), linestyle="--", color="grey", label=f"positive rate {y.mean():.3f}")
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall {title}".strip(), ylim=(0, 1.02))
     ax.legend(loc="upper right")
     out.append(_save(fig, directory / "pr_curve.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
-    ax.plot(mean_pred, frac_pos, "o-", label="model")
+    mean_pred, frac_pos, _ = reliability(y, p, bins=15)
+    ax.plot(mean_pred, frac_pos, "o-", label=f"model (ECE {expected_calibration_error(y, p):.3f})")
+    for name, q in refs.items():
+        mp, fp, _ = reliability(y, q, bins=15)
+        ax.plot(mp, fp, ".--", label=f"{name} (ECE {expected_calibration_error(y, q):.3f})", linewidth=1)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.set(xlabel="mean predicted probability", ylabel="observed purchase rate", title=f"Calibration {title}".strip())
-    ax.legend(loc="upper left")
+    ax.set(xlabel="mean predicted probability (equal-count bins)", ylabel="observed purchase rate",
+           title=f"Reliability {title}".strip(), xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=7)
     out.append(_save(fig, directory / "calibration.png"))
 
     fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(importance))))

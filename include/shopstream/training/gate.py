@@ -25,8 +25,9 @@ from shopstream.settings import REPO_ROOT, Settings
 DEFAULT_CONFIG = Path(__file__).with_name("gate.yaml")
 CHAMPION = "champion"
 PREVIOUS = "previous"
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
-KNOWN_METRICS = frozenset({"roc_auc", "pr_auc", "pr_auc_lift", "log_loss", "brier", "f1", "precision", "recall"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})
+KNOWN_METRICS = frozenset({"roc_auc", "pr_auc", "pr_auc_lift", "log_loss", "brier", "ece", "f1", "precision",
+                           "recall"})
 
 
 class GateConfigError(ValueError):

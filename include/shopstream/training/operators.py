@@ -18,7 +18,8 @@ def _opt_int(v: Any) -> int | None:
 class TuneOperator(BaseOperator):
     """Ray Tune over XGBoost for a training run.
 
-    ``SHOPSTREAM_RAY__ADDRESS`` empty: tunes on a local Ray in this task. Set: submits a Ray job to that Jobs
+    ``SHOPSTREAM_RAY__ADDRESS`` empty: tunes in this task, sequentially below ``SHOPSTREAM_TRAINING__RAY_MIN_ROWS``
+    training rows, else on the long-lived local Ray (:func:`shopstream.training.tune.tune_local`). Set: submits a Ray job to that Jobs
     API and defers to :class:`~shopstream.training.triggers.RayJobTrigger`, so no worker slot is held while
     the cluster works; the task resumes in :meth:`execute_complete` and reads the result from MLflow.
 
@@ -50,7 +51,8 @@ class TuneOperator(BaseOperator):
         run_id = self._run_id()
         spec = tune.make_spec(settings, _opt_int(self.trials), self.search_space or None, _opt_int(self.max_rounds))
         if not settings.ray.address:
-            self.log.info("tuning run %s on a local Ray: %d trials", run_id, spec.trials)
+            self.log.info("tuning run %s in this task (sequentially or on the local Ray, see "
+                          "SHOPSTREAM_TRAINING__RAY_MIN_ROWS): %d trials", run_id, spec.trials)
             return tune.tune_local(settings, run_id, spec)
         from shopstream.training.triggers import RayJobTrigger
 

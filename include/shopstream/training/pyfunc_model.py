@@ -7,11 +7,13 @@ loaded, so it imports nothing from shopstream (only numpy, pandas, xgboost and m
 Artifacts of a logged model:
 - ``booster``: the XGBoost booster (UBJSON);
 - ``meta``: JSON with ``features`` (column order), ``categories`` (per categorical column, the known values in
-  code order) and ``threshold`` (the decision threshold chosen on the validation set).
+  code order), ``calibration`` (how the booster's raw probability maps to the calibrated one, fitted on the
+  validation set; see :func:`calibrate`; absent = none) and ``threshold`` (the decision threshold, chosen on the
+  validation set's calibrated probabilities).
 
 ``predict(frame)`` takes a DataFrame with at least the feature columns (extra columns are ignored; string
 columns may hold unseen values or nulls, which the trees treat as missing) and returns a 1-D float64 array of
-P(purchase), one per row, in row order.
+calibrated P(purchase), one per row, in row order.
 """
 
 from __future__ import annotations
@@ -43,8 +45,27 @@ def prepare_features(frame: pd.DataFrame, features: list[str], categories: dict[
     return pd.DataFrame(out, index=frame.index)
 
 
+def calibrate(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """Calibrated probabilities from the booster's raw ones (float64 in, float64 out).
+
+    ``calibration`` is ``{"method": "isotonic", "x": [...], "y": [...]}`` (piecewise-linear through the points,
+    constant beyond the ends), ``{"method": "platt", "a": a, "b": b}`` (``sigmoid(a * logit(p) + b)``), or
+    ``None`` / ``{"method": "none"}`` (unchanged).
+    """
+    p = np.asarray(proba, dtype="float64")
+    method = (calibration or {}).get("method", "none")
+    if method == "none":
+        return p
+    if method == "isotonic":
+        return np.interp(p, np.asarray(calibration["x"], dtype="float64"), np.asarray(calibration["y"], dtype="float64"))
+    if method == "platt":
+        q = np.clip(p, 1e-7, 1 - 1e-7)
+        return 1.0 / (1.0 + np.exp(-(calibration["a"] * np.log(q / (1 - q)) + calibration["b"])))
+    raise ValueError(f"unknown calibration method {method!r} in the model's meta.json")
+
+
 class PurchaseIntentModel(PythonModel):
-    """XGBoost booster plus the preprocessing it was trained with."""
+    """XGBoost booster plus the preprocessing it was trained with and the calibration of its output."""
 
     def load_context(self, context) -> None:
         import xgboost as xgb
@@ -53,6 +74,7 @@ class PurchaseIntentModel(PythonModel):
         self.features: list[str] = meta["features"]
         self.categories: dict[str, list[str]] = meta["categories"]
         self.threshold: float = float(meta["threshold"])
+        self.calibration: dict[str, Any] | None = meta.get("calibration")
         self.booster = xgb.Booster()
         self.booster.load_model(context.artifacts["booster"])
 
@@ -63,7 +85,11 @@ class PurchaseIntentModel(PythonModel):
             model_input = pd.DataFrame(model_input)
         x = prepare_features(model_input, self.features, self.categories)
         dmatrix = xgb.DMatrix(x, enable_categorical=True)
-        return self.booster.predict(dmatrix).astype("float64")
+        return self.calibrated(self.booster.predict(dmatrix).astype("float64"))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """This model's calibration applied to raw booster probabilities (serving's fast path uses it too)."""
+        return calibrate(raw, self.calibration)
 
 
 set_model(PurchaseIntentModel())

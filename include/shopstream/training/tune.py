@@ -1,8 +1,11 @@
 """Ray Tune over XGBoost: OptunaSearch samples the search space, ASHA stops weak trials early.
 
 Where it runs:
-- **local** (``SHOPSTREAM_RAY__ADDRESS`` empty): a private Ray inside the calling process (the Airflow task),
-  ``RAY_AUTH_MODE=disabled``, a short temp dir, ``SHOPSTREAM_RAY__NUM_CPUS`` CPUs, always shut down;
+- **local** (``SHOPSTREAM_RAY__ADDRESS`` empty), in the calling process (the Airflow task), chosen by
+  :func:`choose_backend`: below ``SHOPSTREAM_TRAINING__RAY_MIN_ROWS`` training rows **sequentially**, without Ray
+  (:mod:`shopstream.training.sequential`: the same search and successive-halving pruning with Optuna), else on
+  **Ray**: the embedded stack's long-lived Ray head, or a private Ray when none runs
+  (:mod:`shopstream.training.ray_runtime`);
 - **cluster**: :func:`submit_job` submits ``python -m shopstream.training.tune job --run-id ...`` to the Ray
   Jobs API with this package as a runtime ``py_modules`` entry; the job fetches the split from MLflow, tunes on
   the cluster and writes the result back to the training run; the Airflow task defers meanwhile
@@ -14,12 +17,11 @@ Either way every trial becomes a nested MLflow run of the training run, and ``tu
 from __future__ import annotations
 
 import argparse
-import hashlib
+import logging
 import math
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from typing import Any
 import yaml
 
 from shopstream.settings import REPO_ROOT, Settings
+from shopstream.training.ray_runtime import local_ray, ray_temp_dir  # noqa: F401 - part of this module's API
+
+log = logging.getLogger(__name__)
 
 METRIC = "valid_pr_auc"          # best validation PR-AUC (xgboost aucpr) so far in the trial
 MODE = "max"
@@ -50,6 +55,7 @@ class SearchSpace:
     early_stopping_rounds: int = 30
     grace_period: int = 15
     reduction_factor: int = 3
+    report_every: int = 10
     version: int | str = 1
     source: str = ""
 
@@ -78,6 +84,7 @@ class SearchSpace:
             early_stopping_rounds=int(raw.get("early_stopping_rounds", 30)),
             grace_period=int(asha.get("grace_period", raw.get("grace_period", 15))),
             reduction_factor=int(asha.get("reduction_factor", raw.get("reduction_factor", 3))),
+            report_every=int(asha.get("report_every", raw.get("report_every", 10))),
             version=raw.get("version", 1),
             source=source,
         )
@@ -87,7 +94,8 @@ class SearchSpace:
     def to_dict(self) -> dict:
         return {
             "version": self.version, "max_rounds": self.max_rounds, "early_stopping_rounds": self.early_stopping_rounds,
-            "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
+            "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
+                     "report_every": self.report_every},
             "fixed": self.fixed, "params": self.params, "source": self.source,
         }
 
@@ -97,6 +105,8 @@ class SearchSpace:
             raise SearchSpaceError(f"{where}: max_rounds must be at least 1")
         if not self.params:
             raise SearchSpaceError(f"{where}: params is empty; give at least one parameter to search")
+        if self.report_every < 1:
+            raise SearchSpaceError(f"{where}: asha.report_every must be at least 1 (boosting rounds per report)")
         for name, d in self.params.items():
             if not isinstance(d, dict) or "type" not in d:
                 raise SearchSpaceError(f"{where}: params.{name} needs a mapping with a type (float, int, categorical)")
@@ -165,12 +175,34 @@ def make_spec(settings: Settings, trials: int | None = None, search_space: str |
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class TuneData:
-    """Model matrices of the training and validation rows (prepared once, shared by every trial)."""
+    """Model matrices of the training and validation rows (prepared once, shared by every trial).
+
+    ``key`` names this data in a process's cache of XGBoost matrices (:func:`matrices`): it travels with the
+    data to Ray workers, so a reused worker builds the matrices once for all its trials.
+    """
 
     x_train: Any
     y_train: Any
     x_valid: Any
     y_valid: Any
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+_MATRICES: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def matrices(data: TuneData, max_bin: int = 256) -> tuple[Any, Any]:
+    """Training and validation ``QuantileDMatrix`` of ``data`` (built once per process, the last data only)."""
+    import xgboost as xgb
+
+    key = (data.key, int(max_bin))
+    if key not in _MATRICES:
+        _MATRICES.clear()
+        dtrain = xgb.QuantileDMatrix(data.x_train, label=data.y_train, enable_categorical=True, max_bin=max_bin)
+        dvalid = xgb.QuantileDMatrix(data.x_valid, label=data.y_valid, enable_categorical=True, ref=dtrain,
+                                     max_bin=max_bin)
+        _MATRICES[key] = (dtrain, dvalid)
+    return _MATRICES[key]
 
 
 def tune_data(split_dir: Path) -> TuneData:
@@ -189,8 +221,7 @@ def fit(params: dict[str, Any], data: TuneData, max_rounds: int, early_stopping_
     """Train one booster with early stopping on validation PR-AUC; returns (booster, evals history)."""
     import xgboost as xgb
 
-    dtrain = xgb.DMatrix(data.x_train, label=data.y_train, enable_categorical=True)
-    dvalid = xgb.DMatrix(data.x_valid, label=data.y_valid, enable_categorical=True)
+    dtrain, dvalid = matrices(data, int(params.get("max_bin", 256)))
     history: dict = {}
     booster = xgb.train(
         params, dtrain, num_boost_round=max_rounds, evals=[(dvalid, "valid")],
@@ -208,28 +239,59 @@ def best_of(history: dict) -> tuple[float, int, float]:
     return float(aucpr[i]), i + 1, float(logloss[i])
 
 
+class Progress:
+    """XGBoost callback base: tracks the best validation PR-AUC so far and calls :meth:`report` every
+    ``every`` rounds (and on the last round), so a scheduler can stop the trial at its milestones."""
+
+    def __init__(self, every: int, max_rounds: int) -> None:
+        import xgboost as xgb
+
+        self.every, self.max_rounds = every, max_rounds
+        self.best = (-math.inf, 0, math.nan)          # (PR-AUC, 1-based round, log loss at that round)
+        self.history: list[float] = []
+        self.callback = type("ProgressCallback", (xgb.callback.TrainingCallback,), {
+            "after_iteration": lambda _cb, model, epoch, evals_log: self._after(epoch, evals_log),
+            "after_training": lambda _cb, model: self._final(model),
+        })()
+        self._reported = 0
+
+    def _after(self, epoch: int, evals_log: dict) -> bool:
+        m = evals_log["valid"]
+        cur = float(m["aucpr"][-1])
+        if cur > self.best[0]:
+            self.best = (cur, epoch + 1, float(m["logloss"][-1]))
+        self.history.append(self.best[0])
+        rounds = epoch + 1
+        if rounds % self.every == 0 or rounds == self.max_rounds:
+            self._reported = rounds
+            return bool(self.report(rounds))
+        return False
+
+    def _final(self, model):
+        if self._reported != len(self.history) and self.history:   # stopped early between milestones
+            self.report(len(self.history))
+        return model
+
+    def report(self, rounds: int) -> bool:
+        """Hand the progress to the scheduler; True stops the trial."""
+        raise NotImplementedError
+
+
 def _trial(config: dict[str, Any], data: TuneData, spec: dict) -> None:
-    """Ray Tune trainable: one XGBoost model, reporting after every boosting round (so ASHA can stop it)."""
-    import xgboost as xgb
+    """Ray Tune trainable: one XGBoost model, reporting every ``report_every`` rounds (ASHA's milestones)."""
     from ray import tune
 
     space = SearchSpace.from_dict(spec["space"])
 
-    class Report(xgb.callback.TrainingCallback):
-        def __init__(self) -> None:
-            self.best = (-math.inf, 0, math.nan)
-
-        def after_iteration(self, model, epoch, evals_log) -> bool:
-            m = evals_log["valid"]
-            cur = float(m["aucpr"][-1])
-            if cur > self.best[0]:
-                self.best = (cur, epoch + 1, float(m["logloss"][-1]))
+    class Report(Progress):
+        def report(self, rounds: int) -> bool:
             tune.report({METRIC: self.best[0], "valid_logloss": self.best[2], "best_iteration": self.best[1],
-                         "valid_pr_auc_now": cur, "rounds": epoch + 1})
+                         "rounds": rounds})
             return False
 
     params = space.xgb_params(config, nthread=spec["cpus_per_trial"], seed=spec["seed"])
-    fit(params, data, space.max_rounds, space.early_stopping_rounds, callbacks=[Report()])
+    progress = Report(space.report_every, space.max_rounds)
+    fit(params, data, space.max_rounds, space.early_stopping_rounds, callbacks=[progress.callback])
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -244,7 +306,8 @@ class TrialResult:
     seconds: float
     status: str = "FINISHED"           # FINISHED | FAILED
     error: str | None = None
-    history: list[float] = field(default_factory=list)   # best-so-far validation PR-AUC per round
+    history: list[float] = field(default_factory=list)   # best-so-far validation PR-AUC at each report
+    history_rounds: list[int] = field(default_factory=list)  # the boosting round of each report
 
 
 @dataclass
@@ -256,6 +319,8 @@ class TuneResult:
     wall_s: float
     backend: str                       # ray-local | ray-cluster | sequential
     space: dict = field(default_factory=dict)
+    startup_s: float = 0.0             # paid before the first trial: starting or connecting to Ray
+    ray: str = ""                      # long-lived | private | in-process | cluster ("" without Ray)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -276,35 +341,6 @@ def _finish(trials: list[TrialResult], wall_s: float, backend: str, spec: TuneSp
 
 
 # ------------------------------------------------------------------------------------------ Ray
-def ray_temp_dir(settings: Settings) -> Path:
-    """Short per-state-dir temp dir for a local Ray (its socket paths must stay under ~100 bytes)."""
-    if settings.ray.temp_dir:
-        return Path(settings.ray.temp_dir)
-    digest = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:10]
-    return Path("/tmp") / f"ray-{digest}"
-
-
-@contextmanager
-def local_ray(settings: Settings) -> Iterator[None]:
-    """A private local Ray for the duration of the block (token auth off, no dashboard, always shut down)."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.pop("RAY_ADDRESS", None)
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    temp = ray_temp_dir(settings)
-    temp.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=False, _temp_dir=str(temp),
-             log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def run_ray_tune(data: TuneData, spec: TuneSpec, storage_dir: Path, name: str = "tune",
                  backend: str = "ray-local") -> TuneResult:
     """Tune on the Ray this process is connected to (call inside :func:`local_ray` or a Ray job)."""
@@ -320,7 +356,7 @@ def run_ray_tune(data: TuneData, spec: TuneSpec, storage_dir: Path, name: str = 
     )
     searcher = ConcurrencyLimiter(OptunaSearch(space=space.optuna_space(), metric=METRIC, mode=MODE, seed=spec.seed),
                                   max_concurrent=spec.max_concurrent)
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=space.max_rounds,
+    scheduler = ASHAScheduler(time_attr="rounds", max_t=space.max_rounds,
                               grace_period=min(space.grace_period, space.max_rounds),
                               reduction_factor=space.reduction_factor)
     storage_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +364,7 @@ def run_ray_tune(data: TuneData, spec: TuneSpec, storage_dir: Path, name: str = 
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.trials, time_budget_s=spec.timeout_s, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage_dir.resolve()), verbose=1,
+        run_config=tune.RunConfig(name=name, storage_path=str(storage_dir.resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     assert ray.is_initialized()
@@ -339,16 +375,18 @@ def run_ray_tune(data: TuneData, spec: TuneSpec, storage_dir: Path, name: str = 
     for i, r in enumerate(grid):
         m = r.metrics or {}
         history: list[float] = []
+        history_rounds: list[int] = []
         df = r.metrics_dataframe
-        if df is not None and METRIC in df:
+        if df is not None and METRIC in df and "rounds" in df:
             history = [float(v) for v in df[METRIC].tolist()]
+            history_rounds = [int(v) for v in df["rounds"].tolist()]
         trials.append(TrialResult(
             number=i, config=dict(r.config or {}),
             valid_pr_auc=float(m.get(METRIC, math.nan)), valid_logloss=float(m.get("valid_logloss", math.nan)),
             best_iteration=int(m.get("best_iteration", 0)), rounds=int(m.get("rounds", 0)),
             seconds=float(m.get("time_total_s", 0.0)),
             status="FAILED" if r.error else "FINISHED", error=str(r.error)[:500] if r.error else None,
-            history=history,
+            history=history, history_rounds=history_rounds,
         ))
     return _finish(trials, wall, backend, spec)
 
@@ -388,7 +426,8 @@ def log_trials(mlclient, parent_run_id: str, result: TuneResult) -> list[str]:
             ("valid_pr_auc", t.valid_pr_auc), ("valid_logloss", t.valid_logloss),
             ("best_iteration", t.best_iteration), ("rounds", t.rounds), ("seconds", t.seconds),
         ) if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        metrics += [Metric("valid_pr_auc_by_round", float(v), now, step) for step, v in enumerate(t.history, 1)]
+        steps = t.history_rounds if len(t.history_rounds) == len(t.history) else range(1, len(t.history) + 1)
+        metrics += [Metric("valid_pr_auc_by_round", float(v), now, int(step)) for step, v in zip(steps, t.history, strict=True)]
         params = [Param(k, str(v)) for k, v in t.config.items()]
         tags = [RunTag("tune.stopped_early", str(t.rounds < result.space.get("max_rounds", t.rounds)).lower())]
         if t.error:
@@ -410,9 +449,11 @@ def record_result(mlclient, parent_run_id: str, result: TuneResult) -> dict:
     mlclient.log_batch(parent_run_id, metrics=[
         Metric("tune_best_valid_pr_auc", result.best_valid_pr_auc, now, 0),
         Metric("tune_wall_s", result.wall_s, now, 0),
+        Metric("tune_startup_s", result.startup_s, now, 0),
         Metric("tune_trials", float(len(result.trials)), now, 0),
+        Metric("tune_rounds", float(sum(t.rounds for t in result.trials)), now, 0),
     ], params=[Param(f"best.{k}", str(v)) for k, v in result.best_config.items()]
-            + [Param("tune.backend", result.backend)])
+            + [Param("tune.backend", result.backend)] + ([Param("tune.ray", result.ray)] if result.ray else []))
     mlclient.log_dict(parent_run_id, result.to_dict(), BEST_ARTIFACT)
     return summary(result)
 
@@ -420,18 +461,56 @@ def record_result(mlclient, parent_run_id: str, result: TuneResult) -> dict:
 def summary(result: TuneResult) -> dict:
     return {"best_config": result.best_config, "best_valid_pr_auc": result.best_valid_pr_auc,
             "best_iteration": result.best_iteration, "trials": len(result.trials), "wall_s": round(result.wall_s, 1),
-            "backend": result.backend}
+            "startup_s": round(result.startup_s, 1), "backend": result.backend, "ray": result.ray}
+
+
+def choose_backend(settings: Settings, train_rows: int) -> tuple[str, str]:
+    """``("ray" | "sequential", why)`` for tuning ``train_rows`` rows in this process.
+
+    ``SHOPSTREAM_TRAINING__TUNE_BACKEND`` forces one; ``auto`` tunes sequentially (Optuna in this process, no
+    Ray) below ``SHOPSTREAM_TRAINING__RAY_MIN_ROWS`` training rows, where starting trials on Ray costs more
+    than it saves (the crossover measured by ``bench/training.py``), and on Ray from there on.
+    """
+    t = settings.training
+    if t.tune_backend != "auto":
+        return t.tune_backend, f"SHOPSTREAM_TRAINING__TUNE_BACKEND={t.tune_backend}"
+    if train_rows < t.ray_min_rows:
+        return "sequential", f"{train_rows:,} training rows < SHOPSTREAM_TRAINING__RAY_MIN_ROWS={t.ray_min_rows:,}"
+    return "ray", f"{train_rows:,} training rows >= SHOPSTREAM_TRAINING__RAY_MIN_ROWS={t.ray_min_rows:,}"
+
+
+def tune_here(settings: Settings, data: TuneData, spec: TuneSpec, storage_dir: Path) -> TuneResult:
+    """Tune ``data`` in this process: sequentially or on a local Ray, as :func:`choose_backend` says."""
+    from shopstream.training.sequential import run_search
+
+    backend, why = choose_backend(settings, len(data.y_train))
+    log.info("tuning %d trials %s (%s)", spec.trials, "sequentially" if backend == "sequential" else "on Ray", why)
+    if backend == "sequential":
+        return run_search(data, spec, nthread=settings.ray.num_cpus)
+    stack = ExitStack()
+    try:
+        session = stack.enter_context(local_ray(settings))
+    except Exception as e:
+        if settings.training.tune_backend == "ray":
+            raise
+        log.warning("Ray did not start (%s: %s); tuning sequentially instead", type(e).__name__, str(e)[:300])
+        result = run_search(data, spec, nthread=settings.ray.num_cpus)
+        result.ray = f"unavailable ({type(e).__name__})"
+        return result
+    with stack:
+        result = run_ray_tune(data, spec, storage_dir, backend="ray-local")
+    result.startup_s, result.ray = session.startup_s, session.kind
+    return result
 
 
 def tune_local(settings: Settings, run_id: str, spec: TuneSpec) -> dict:
-    """Tune the training run's split on a local Ray in this process; log everything to the run."""
+    """Tune the training run's split in this process (sequentially or on a local Ray); log all to the run."""
     from shopstream.training import tracking
 
     mlclient = tracking.client(settings)
     mlclient.log_dict(run_id, asdict(spec), SPEC_ARTIFACT)
     data = tune_data(tracking.fetch_split_dir(settings, run_id))
-    with local_ray(settings):
-        result = run_ray_tune(data, spec, tracking.run_dir(settings, run_id) / "ray_results", backend="ray-local")
+    result = tune_here(settings, data, spec, tracking.run_dir(settings, run_id) / "ray_results")
     return record_result(mlclient, run_id, result)
 
 
@@ -493,6 +572,7 @@ def job_main(run_id: str, tracking_uri: str) -> dict:
         ray.init()
         try:
             result = run_ray_tune(data, spec, Path(tmp) / "ray_results", backend="ray-cluster")
+            result.ray = "cluster"
         finally:
             ray.shutdown()
     return record_result(mlclient, run_id, result)
