@@ -73,9 +73,13 @@ def transform(settings: Settings, layer: str, run_id: str, connect_url: str | No
     default from settings). ``ranges`` (silver): ``start``, ``end``, ``restate_from``, ``restate_to``
     (ISO-8601 event times; empty: none), as the spark-submit job takes them.
     """
+    import warnings
+
     from shopstream.spark_session import connect_session
     from shopstream.warehouse import gold, silver
 
+    # pandas 3 makes pyspark warn on every import: known and harmless (the check tasks quiet it too)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     spark = connect_session(settings, connect_url)
     try:
         if layer == "silver":
