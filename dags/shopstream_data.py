@@ -4,6 +4,10 @@ Runs hourly on data intervals and whenever the landing service reports new data 
 landed-notification topic). A critical expectation failing stops the layers below it; the Data quality
 page of this UI lists every run's reports. Triggered by hand, the form can ask to rebuild an event-time
 range, and to restate the late events silver set aside in a range into silver and gold. Wiring only: the work lives in ``shopstream.pipeline`` and the Spark jobs in ``spark/``.
+
+The Spark tasks run on the stack's long-lived Spark Connect server (``SHOPSTREAM_SPARK__MODE=connect``, the
+``shopstream_spark_connect`` connection) or, with ``submit``, each as its own spark-submit. Where a landing
+service lands (``SHOPSTREAM_PIPELINE__LAND_IN_DAG=false``) the DAG has no land task.
 """
 
 from __future__ import annotations
@@ -79,14 +83,25 @@ def shopstream_data():
         load() >> check_bronze()
 
     with TaskGroup("silver") as silver:
-        transform_silver = SparkSubmitOperator(
-            task_id="transform_silver",
-            conn_id="shopstream_spark",
-            application=str(SPARK_DIR / "silver.py"),
-            application_args=["--run-id", "{{ run_id }}", *RANGE_ARGS],
-            conf=submit_conf(settings),
-            name="shopstream-silver",
-        )
+        if settings.spark.mode == "connect":
+            @task(task_id="transform_silver")
+            def transform_silver_on_connect(run_id: str | None = None, params=None) -> dict:
+                from shopstream.pipeline import connect_url, transform
+
+                return transform(get_settings(), "silver", run_id, connect_url(),
+                                 start=params["reprocess_from"], end=params["reprocess_to"],
+                                 restate_from=params["restate_from"], restate_to=params["restate_to"])
+
+            transform_silver = transform_silver_on_connect()
+        else:
+            transform_silver = SparkSubmitOperator(
+                task_id="transform_silver",
+                conn_id="shopstream_spark",
+                application=str(SPARK_DIR / "silver.py"),
+                application_args=["--run-id", "{{ run_id }}", *RANGE_ARGS],
+                conf=submit_conf(settings),
+                name="shopstream-silver",
+            )
 
         @task
         def check_silver(run_id: str | None = None) -> dict:
@@ -97,14 +112,23 @@ def shopstream_data():
         transform_silver >> check_silver()
 
     with TaskGroup("gold") as gold:
-        transform_gold = SparkSubmitOperator(
-            task_id="transform_gold",
-            conn_id="shopstream_spark",
-            application=str(SPARK_DIR / "gold.py"),
-            application_args=["--run-id", "{{ run_id }}"],
-            conf=submit_conf(settings),
-            name="shopstream-gold",
-        )
+        if settings.spark.mode == "connect":
+            @task(task_id="transform_gold")
+            def transform_gold_on_connect(run_id: str | None = None) -> dict:
+                from shopstream.pipeline import connect_url, transform
+
+                return transform(get_settings(), "gold", run_id, connect_url())
+
+            transform_gold = transform_gold_on_connect()
+        else:
+            transform_gold = SparkSubmitOperator(
+                task_id="transform_gold",
+                conn_id="shopstream_spark",
+                application=str(SPARK_DIR / "gold.py"),
+                application_args=["--run-id", "{{ run_id }}"],
+                conf=submit_conf(settings),
+                name="shopstream-gold",
+            )
 
         @task(outlets=[GOLD_FEATURES])
         def check_gold(run_id: str | None = None) -> dict:
@@ -120,7 +144,9 @@ def shopstream_data():
 
         return summarize(get_settings(), run_id)
 
-    land() >> bronze >> silver >> gold >> summary()
+    if settings.pipeline.land_in_dag:   # else the landing service lands: no task for it on the way to gold
+        land() >> bronze
+    bronze >> silver >> gold >> summary()
 
 
 shopstream_data()

@@ -44,6 +44,7 @@ def _test_env(state_dir: Path) -> dict[str, str]:
         # tests/integration/test_training.py starts one for the test of that path
         "SHOPSTREAM_RAY__EMBEDDED": "false",
         "SHOPSTREAM_RAY__PORT": str(free_port()),
+        "SHOPSTREAM_SPARK__CONNECT_PORT": str(free_port()),
         "SHOPSTREAM_SUPERSET__ADMIN_PASSWORD": "test-superset-pw",
     }
 

@@ -122,10 +122,44 @@ def _print_stream_metrics(s: Settings, features: bool = False) -> bool:
         f"oversized={totals['oversized']:,} (dead letters too large for {s.kafka.invalid_topic}: claim check, "
         f"payload in s3://{s.s3.lake_bucket}/deadletter/)"
     )
+    _print_freshness(s)
     if past_end:
         console.print("[red]A committed offset is past its partition's log end: the broker's log went backwards. "
                       "See docs/operations.md, section \"A consumer stops: committed offset past the log end\".[/red]")
     return past_end
+
+
+def freshness_rows(s: Settings, limit: int = 5) -> list[tuple]:
+    """The last data runs' event-to-gold freshness (``dq.freshness``), newest first."""
+    import psycopg
+
+    from shopstream.warehouse.ddl import ensure_schemas
+
+    with psycopg.connect(s.postgres.dsn(), autocommit=True) as conn:
+        ensure_schemas(conn, only=("dq",))
+        return conn.execute(
+            "select run_id, events, gold_at, median_s, worst_s, landed_median_s from dq.freshness "
+            "order by gold_at desc limit %s", (limit,)).fetchall()
+
+
+def _print_freshness(s: Settings) -> None:
+    rows = freshness_rows(s)
+    if not rows:
+        console.print("freshness: no data run has brought events into gold yet")
+        return
+    table = Table(title="freshness: Kafka arrival to gold, per data run (dq.freshness)")
+    for col in ("run", "events", "gold at (UTC)", "median", "worst", "landed to gold (median)"):
+        table.add_column(col, justify="left" if col in ("run", "gold at (UTC)") else "right")
+    for run_id, events, gold_at, median_s, worst_s, landed_s in rows:
+        table.add_row(run_id, f"{events:,}", f"{gold_at:%Y-%m-%d %H:%M:%S}", _seconds(median_s), _seconds(worst_s),
+                      _seconds(landed_s))
+    table.caption = "arrival is the Kafka timestamp: a replay that stamps historical times shows their age"
+    console.print(table)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}min" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 \
+        else f"{s / 86400:.0f}d"
 
 
 def _features_lag(s: Settings) -> list:

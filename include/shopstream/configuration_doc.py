@@ -34,7 +34,8 @@ The settings also render the other tools' configuration, so it exists in one pla
 prints it (`AIRFLOW__*` options, the `AIRFLOW_CONN_SHOPSTREAM_*` connections in JSON form,
 `AWS_*` and `MLFLOW_S3_ENDPOINT_URL`). Airflow connections: `shopstream_warehouse` (postgres),
 `shopstream_s3` (aws, with the endpoint URL), `shopstream_kafka` and `shopstream_kafka_consumer`
-(kafka), `shopstream_mlflow` (http), `shopstream_spark` (spark).
+(kafka), `shopstream_mlflow` (http), `shopstream_spark` (spark: the master spark-submit uses) and
+`shopstream_spark_connect` (spark_connect: the Spark Connect server the data DAG's Spark tasks use).
 
 This file is generated: `shopstream config-doc` rewrites it, and a test fails when it is stale.
 

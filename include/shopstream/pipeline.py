@@ -55,6 +55,46 @@ def load_bronze(settings: Settings, run_id: str, landed_before: datetime | None 
     return {"objects": result.objects, "rows": result.rows, "hours": len(result.hours)}
 
 
+SPARK_CONNECT_CONN = "shopstream_spark_connect"
+
+
+def connect_url(conn_id: str = SPARK_CONNECT_CONN) -> str:
+    """The Spark Connect server's URL from its Airflow connection (rendered from settings, editable in the UI)."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+    return SparkConnectHook(conn_id).get_connection_url()
+
+
+def transform(settings: Settings, layer: str, run_id: str, connect_url: str | None = None, **ranges: str | None
+              ) -> dict[str, Any]:
+    """Build ``layer`` (silver | gold) for the run on the Spark Connect server (``SHOPSTREAM_SPARK__MODE=connect``).
+
+    ``connect_url``: ``sc://host:port`` (the data DAG passes its ``shopstream_spark_connect`` connection's;
+    default from settings). ``ranges`` (silver): ``start``, ``end``, ``restate_from``, ``restate_to``
+    (ISO-8601 event times; empty: none), as the spark-submit job takes them.
+    """
+    import warnings
+
+    from shopstream.spark_session import connect_session
+    from shopstream.warehouse import gold, silver
+
+    # pandas 3 makes pyspark warn on every import: known and harmless (the check tasks quiet it too)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    spark = connect_session(settings, connect_url)
+    try:
+        if layer == "silver":
+            result = silver.build(spark, settings, run_id, ranges.get("start") or None, ranges.get("end") or None,
+                                  ranges.get("restate_from") or None, ranges.get("restate_to") or None)
+        elif layer == "gold":
+            result = gold.build(spark, settings, run_id)
+        else:
+            raise ValueError(f"no Spark transform for layer {layer!r} (silver or gold)")
+    finally:
+        spark.stop()
+    log.info(result.summary())
+    return dict(result.__dict__)
+
+
 def run_scope(layer: str, run_id: str) -> str | dict[str, str] | None:
     """SQL predicate selecting the rows this run wrote in ``layer`` (per table for silver; None: whole tables)."""
     rid = run_id.replace("'", "''")

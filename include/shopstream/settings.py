@@ -209,15 +209,28 @@ class AirflowSettings(BaseModel):
 
 
 class SparkSettings(BaseModel):
-    """Spark: master URL and the JDBC driver jar."""
+    """Spark: how the data DAG's jobs run, the master URL and the JDBC driver jar."""
 
-    master: str = Field("local[*]", description="Spark master URL (local[*] or spark://host:7077)")
+    mode: Literal["connect", "submit"] = Field(
+        "connect",
+        description="connect: the data DAG's Spark tasks run on the long-lived Spark Connect server the stack "
+                    "starts (SHOPSTREAM_SPARK__CONNECT_HOST/PORT); submit: each task runs spark-submit (a new "
+                    "driver JVM and session per task)",
+    )
+    master: str = Field("local[*]", description="Spark master URL of the Connect server and of spark-submit "
+                                                "(local[*] or spark://host:7077)")
+    connect_host: str = Field("127.0.0.1", description="Spark Connect server host (mode connect)")
+    connect_port: int = Field(15002, ge=1, le=65535, description="Spark Connect server port (mode connect)")
     jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
     driver_memory: str = Field("2g", description="spark.driver.memory")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (small data, few cores)")
     read_partitions: int = Field(
         4, ge=1, description="parallel JDBC reads of a job's PostgreSQL input (one per hash bucket of a key)"
     )
+
+    @property
+    def connect_url(self) -> str:
+        return f"sc://{self.connect_host}:{self.connect_port}"
 
 
 class PipelineSettings(BaseModel):
@@ -465,6 +478,11 @@ class Settings(BaseSettings):
             "shopstream_spark": {
                 "conn_type": "spark",
                 "host": self.spark.master,
+            },
+            "shopstream_spark_connect": {
+                "conn_type": "spark_connect",
+                "host": self.spark.connect_host,
+                "port": self.spark.connect_port,
             },
         }
         return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in conns.items()}

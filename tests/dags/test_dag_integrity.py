@@ -24,7 +24,7 @@ out = {
             "file": d.fileloc,
             "tags": sorted(d.tags),
             "description": d.description,
-            "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in d.tasks},
+            "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries, "op": type(t).__name__} for t in d.tasks},
         }
         for d in bag.dags.values()
     },
@@ -34,11 +34,12 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def parsed(tmp_path_factory) -> dict:
+def parse(tmp_path_factory, **settings: str) -> dict:
+    """The DAG folder as Airflow's DagBag parses it, with these extra environment variables."""
     home = tmp_path_factory.mktemp("airflow-home")
     env = {
         **os.environ,
+        **settings,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
@@ -51,6 +52,11 @@ def parsed(tmp_path_factory) -> dict:
     line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")]
     assert res.returncode == 0 and line, res.stderr[-3000:]
     return json.loads(line[-1][len("RESULT"):])
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    return parse(tmp_path_factory)
 
 
 def test_no_import_errors(parsed):
@@ -75,3 +81,13 @@ def test_dags_have_owner_tags_retries(parsed):
 
 def test_no_heavy_imports_at_parse_time(parsed):
     assert parsed["heavy"] == [], f"DAG files import heavy modules at parse time: {parsed['heavy']}"
+
+
+def test_spark_tasks_follow_the_spark_mode_and_the_land_task_the_landing_setting(parsed, tmp_path_factory):
+    default = parsed["dags"]["shopstream_data"]["tasks"]
+    assert default["silver.transform_silver"]["op"] != "SparkSubmitOperator"   # connect: a client task
+    assert "land" in default
+    submit = parse(tmp_path_factory, SHOPSTREAM_SPARK__MODE="submit",
+                   SHOPSTREAM_PIPELINE__LAND_IN_DAG="false")["dags"]["shopstream_data"]["tasks"]
+    assert submit["silver.transform_silver"]["op"] == submit["gold.transform_gold"]["op"] == "SparkSubmitOperator"
+    assert "land" not in submit and set(submit) == set(default) - {"land"}

@@ -48,7 +48,7 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
     days = [DEMO_START + timedelta(days=i) for i in range(DEMO_DAYS)]
     rows: dict[str, list[tuple]] = {k: [] for k in (
         "dim_date", "dim_category", "dim_brand", "fact_daily_sales", "fact_events", "fact_sessions",
-        "dq_runs", "landed_objects", "reconciliation", "silver_runs", "model_runs")}
+        "dq_runs", "landed_objects", "reconciliation", "silver_runs", "model_runs", "freshness")}
     for d in days:
         rows["dim_date"].append((int(d.strftime("%Y%m%d")), d, d.year, (d.month - 1) // 3 + 1, d.month, d.day,
                                  d.isoweekday(), d.isoweekday() >= 6))
@@ -114,6 +114,10 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
             rows["silver_runs"].append((f"demo-run-silver-{h}", 6, 6 * bronze, 6 * (bronze - dups - late - rej),
                                         6 * dups, 6 * late, 6 * rej, 0, late / bronze, dups / bronze, rej / bronze,
                                         hour + timedelta(hours=1)))
+            first = hour + timedelta(minutes=50)   # data runs: their events' Kafka arrival to gold
+            median, worst = rng.uniform(30, 90), rng.uniform(90, 240)
+            rows["freshness"].append((f"demo-run-{h}", bronze, first, first + timedelta(minutes=10),
+                                      first + timedelta(seconds=600 + median), median, worst, median - 8, worst - 8))
     # model runs: a version per training run, gates, champion
     champion = None
     for v in range(1, 7):
@@ -152,6 +156,9 @@ def load_demo_data(conn: psycopg.Connection) -> dict[str, int]:
         "reconciliation": "insert into silver.reconciliation (event_hour, bronze_rows, silver_rows, duplicates, "
                           "late_set_aside, rejected, run_id, processed_at) values (%s,%s,%s,%s,%s,%s,%s,%s) "
                           "on conflict do nothing",
+        "freshness": "insert into dq.freshness (run_id, events, first_arrival, last_arrival, gold_at, median_s, "
+                     "worst_s, landed_median_s, landed_worst_s) values (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                     "on conflict do nothing",
         "model_runs": "insert into ml.model_runs (run_id, model_name, model_version, trained_at, n_train, n_test, "
                       "positive_rate, roc_auc, pr_auc, log_loss, brier, f1, threshold, gate_passed, gate_reasons, "
                       "champion_version) values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
@@ -175,6 +182,7 @@ def unload_demo_data(conn: psycopg.Connection) -> None:
         conn.execute("delete from gold.dim_date d where date >= %s and not exists "
                      "(select 1 from gold.fact_events f where f.date_key = d.date_key)", (DEMO_START,))
         conn.execute("delete from dq.runs where run_id like 'demo-run-%%'")
+        conn.execute("delete from dq.freshness where run_id like 'demo-run-%%'")
         conn.execute("delete from ops.landed_objects where object_key like 'demo/%%'")
         conn.execute("delete from silver.reconciliation where run_id = 'demo-run'")
         conn.execute("delete from silver.runs where run_id like 'demo-run-silver-%%'")

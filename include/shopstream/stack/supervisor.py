@@ -15,6 +15,7 @@ from shopstream.stack.ray_head import RayService
 from shopstream.stack.redis_server import RedisService
 from shopstream.stack.s3 import S3Service
 from shopstream.stack.serving import ServingService
+from shopstream.stack.spark_connect import SparkConnectService
 from shopstream.stack.superset import SupersetService
 
 SERVICE_ORDER: tuple[type[Service], ...] = (
@@ -25,6 +26,7 @@ SERVICE_ORDER: tuple[type[Service], ...] = (
     MlflowService,
     RayService,  # the long-lived local Ray of tuning runs; skipped when SHOPSTREAM_RAY__EMBEDDED=false
     ServingService,  # in the stack once a champion exists; skipped when SHOPSTREAM_SERVING__ENABLED=false
+    SparkConnectService,  # the data DAG's long-lived Spark; skipped when SHOPSTREAM_SPARK__MODE=submit
     AirflowService,
     SupersetService,  # skipped when SHOPSTREAM_SUPERSET__ENABLED=false
 )

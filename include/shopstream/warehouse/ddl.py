@@ -287,6 +287,17 @@ create table if not exists dq.results (          -- one row per expectation per 
     sample_values   text,
     primary key (run_id, suite, expectation)
 );
+create table if not exists dq.freshness (        -- one row per data run that brought new events into gold
+    run_id             text primary key,
+    events             int not null,           -- events this run loaded that are in gold.fact_events
+    first_arrival      timestamptz not null,   -- their earliest and latest Kafka timestamp
+    last_arrival       timestamptz not null,
+    gold_at            timestamptz not null,   -- when gold committed them
+    median_s           double precision not null,  -- gold_at - Kafka timestamp, median over the events
+    worst_s            double precision not null,  -- ... largest
+    landed_median_s    double precision not null,  -- gold_at - landing time of the event's lake object
+    landed_worst_s     double precision not null
+);
 """
 
 SCHEMAS: dict[str, str] = {"bronze": BRONZE, "silver": SILVER, "gold": GOLD, "ml": ML, "dq": DQ}

@@ -182,13 +182,44 @@ def _features(events: DataFrame) -> DataFrame:
     return ordered.mapInArrow(per_partition, schema)
 
 
+FRESHNESS = """
+insert into dq.freshness (run_id, events, first_arrival, last_arrival, gold_at, median_s, worst_s,
+                          landed_median_s, landed_worst_s)
+with clock as (select clock_timestamp() as gold_at),
+arrived as (
+    select b.event_key, min(b.src_timestamp) as arrival, min(o.landed_at) as landed
+    from bronze.loads l join bronze.events b using (object_key) join ops.landed_objects o using (object_key)
+    where l.run_id = %(run)s group by b.event_key
+),
+reached as (select a.*, extract(epoch from c.gold_at - a.arrival)::float8 as age_s,
+                   extract(epoch from c.gold_at - a.landed)::float8 as landed_age_s
+            from arrived a join gold.fact_events f using (event_key) cross join clock c)
+select %(run)s, count(*), min(arrival), max(arrival), (select gold_at from clock),
+       percentile_cont(0.5) within group (order by age_s), max(age_s),
+       percentile_cont(0.5) within group (order by landed_age_s), max(landed_age_s)
+from reached having count(*) > 0
+"""
+
+
+def record_freshness(conn: psycopg.Connection, run_id: str) -> None:
+    """Record (replace) in ``dq.freshness`` how long the events this run loaded took from Kafka to gold.
+
+    Per event: gold's commit time (the clock at the end of gold's transaction) minus its Kafka timestamp
+    (the arrival time a live producer or the broker stamps; a replay that stamps historical times, as
+    ``shopstream produce`` does with the generator's simulated arrivals, shows their age instead), and minus
+    the landing time of its lake object. Median and worst per run; no row for a run that loaded nothing.
+    """
+    conn.execute("delete from dq.freshness where run_id = %s", (run_id,))
+    conn.execute(FRESHNESS, {"run": run_id})
+
+
 def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
     """Rebuild gold for the users and dates the silver run ``run_id`` touched; one transaction."""
     from pyspark.sql import functions as F
 
     t0 = time.monotonic()
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as conn:
-        ensure_schemas(conn, only=("silver", "gold", "ml"))
+        ensure_schemas(conn, only=("silver", "gold", "ml", "dq"))
         hours = [r[0].isoformat() for r in conn.execute(
             "select event_hour from silver.reconciliation where run_id = %s order by 1", (run_id,))]
     if not hours:
@@ -244,6 +275,7 @@ def build(spark: SparkSession, settings: Settings, run_id: str) -> GoldResult:
         conn.execute(UPSERTS)
         conn.execute(REPLACE_FACTS)
         copy_arrow(conn, "ml.cart_features", features, FEATURE_TABLE_COLUMNS)
+        record_freshness(conn, run_id)
     labels = features.column("label").to_pylist()
     rate = sum(labels) / len(labels) if labels else 0.0
     return GoldResult(arrow["stage_users"].num_rows, len({h[:10] for h in hours}), arrow["stage_events"].num_rows,
