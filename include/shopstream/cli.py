@@ -523,6 +523,7 @@ def _print_champion(s: Settings) -> None:
         f"champion: {champ['model']} version {champ['version']}  PR-AUC {m.get('pr_auc', float('nan')):.3f}  "
         f"ROC-AUC {m.get('roc_auc', float('nan')):.3f}  log loss {m.get('log_loss', float('nan')):.3f}\n"
         f"  {champ['model_url']}"
+        + (f"\n  runs: {champ['experiment_url']}" if champ.get("experiment_url") else "")
     )
 
 

@@ -352,8 +352,8 @@ def test_mlflow_opens_the_training_experiment_on_its_runs(stack_settings: Settin
     exp = tracking.client(s).get_experiment_by_name(s.mlflow.experiment)
     assert exp.tags.get(tracking.EXPERIMENT_KIND_TAG) == tracking.MODEL_TRAINING_KIND
     browser.set_window_size(1600, 1200)
-    # MLflow 3.x opens an experiment on its overview; the experiment's "Training runs" tab is its runs list
-    browser.get(f"{s.mlflow.uri}/#/experiments/{exp.experiment_id}/runs")
+    # the link the demo prints: the experiment's runs in MLflow 3.x's model-training view (not GenAI)
+    browser.get(tracking.experiment_url(s.mlflow.uri, exp.experiment_id))
     name = f"training {run['dag_run_id']}"
     if not _wait(lambda: name in _text(browser), 60):
         from selenium.webdriver.common.by import By
@@ -366,3 +366,4 @@ def test_mlflow_opens_the_training_experiment_on_its_runs(stack_settings: Settin
     time.sleep(2)
     shot = _shot(browser, "mlflow-experiment")
     assert "/traces" not in browser.current_url, (browser.current_url, shot)
+    assert "workflowType=genai" not in browser.current_url, (browser.current_url, shot)

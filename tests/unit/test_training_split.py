@@ -157,3 +157,10 @@ def test_old_local_run_dirs_are_pruned(tmp_path):
     os.utime(old, (week_ago, week_ago))
     assert prune_run_dirs(s, keep_days=7) == 1
     assert not old.exists() and new.exists()
+
+
+def test_the_printed_experiment_link_opens_the_model_training_view():
+    from shopstream.training.tracking import experiment_url
+
+    url = experiment_url("http://127.0.0.1:15000/", "7")
+    assert url == "http://127.0.0.1:15000/#/experiments/7/runs?workflowType=machine_learning"

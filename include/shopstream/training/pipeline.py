@@ -142,4 +142,5 @@ def champion_summary(settings: Settings) -> dict[str, Any] | None:
         "model": name, "version": version, "run_id": mv.run_id, "metrics": metrics,
         "model_url": f"{base}/#/models/{name}/versions/{version}",
         "run_url": f"{base}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}" if run else None,
+        "experiment_url": tracking.experiment_url(base, run.info.experiment_id) if run else None,
     }

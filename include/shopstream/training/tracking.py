@@ -21,6 +21,14 @@ KIND_TAG = "shopstream.kind"
 # how MLflow 3 tells an experiment's type: without it the UI guesses, and opens an empty GenAI (traces) view
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+#: MLflow 3.x's UI keeps a per-browser GenAI/model-training switch (GenAI by default); this query selects
+#: the model-training view, so a printed link opens on runs, not on an empty Traces page
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI link to an experiment's runs, in the model-training view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
 
 
 def configure(settings: Settings) -> None:
