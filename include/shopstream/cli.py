@@ -159,7 +159,7 @@ def _print_status(stack) -> list:
 
 def _print_logins(s: Settings) -> None:
     console.print(
-        f"Airflow UI  {s.airflow.base_url}  (login {s.airflow.admin_user} / "
+        f"Airflow UI  {s.airflow.ui_url}  (login {s.airflow.admin_user} / "
         f"{s.airflow.admin_password.get_secret_value()})\n"
         f"MLflow UI   {s.mlflow.uri}\n"
         f"S3 endpoint {s.s3.endpoint_url}  (lake bucket {s.s3.lake_bucket})\n"

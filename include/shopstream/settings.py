@@ -202,10 +202,22 @@ class AirflowSettings(BaseModel):
     home: str = Field("", description="AIRFLOW_HOME; <state_dir>/airflow when empty")
     dags_folder: str = Field("", description="DAGs folder; <repo>/dags when empty")
     plugins_folder: str = Field("", description="plugins folder; <repo>/plugins when empty")
+    public_url: str = Field(
+        "", description="URL a browser reaches the Airflow UI at (Airflow's base_url and the Data quality report "
+        "links), e.g. http://127.0.0.1:18080 when `host` is a container name; http://<host>:<port> when empty")
+    scheduler_health_port: int = Field(
+        0, ge=0, le=65535, description="port of the scheduler's /health server on loopback (docker-compose health "
+        "check); 0 = off")
 
     @property
     def base_url(self) -> str:
+        """Where the other processes reach the api-server (REST API, execution API)."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """Where a browser reaches the UI: ``public_url``, else ``base_url``."""
+        return self.public_url.rstrip("/") or self.base_url
 
 
 class SparkSettings(BaseModel):
@@ -488,11 +500,11 @@ class Settings(BaseSettings):
             ),
             "AIRFLOW__API__HOST": a.host,
             "AIRFLOW__API__PORT": str(a.port),
-            "AIRFLOW__API__BASE_URL": a.base_url,
+            "AIRFLOW__API__BASE_URL": a.ui_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(a.worker_log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(a.trigger_log_port),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            **self._scheduler_health_env(),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "MLFLOW_TRACKING_URI": self.mlflow.uri,
             "NO_PROXY": "*",
@@ -501,6 +513,14 @@ class Settings(BaseSettings):
         env.update(self.s3_env())
         env.update(self.mlflow.client_env())
         return env
+
+    def _scheduler_health_env(self) -> dict[str, str]:
+        port = self.airflow.scheduler_health_port
+        if not port:
+            return {"AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False"}
+        return {"AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(port)}
 
     def _auth_manager_env(self) -> dict[str, str]:
         a = self.airflow
