@@ -32,11 +32,18 @@ def _human(n: int) -> str:
 
 
 @app.command()
-def up(service: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None) -> None:
+def up(service: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None,
+       cluster: Annotated[bool, typer.Option("--cluster", help="The cluster profile (SHOPSTREAM_CLUSTER__ENABLED=true): "
+                                             "a Spark standalone master and workers, the DAGs' Spark jobs on them."
+                                             )] = False) -> None:
     """Start the embedded stack (PostgreSQL, S3, broker, MLflow, Airflow) and wait until healthy."""
+    import os
+
     from shopstream.stack.base import StackError
     from shopstream.stack.supervisor import Stack
 
+    if cluster:
+        os.environ["SHOPSTREAM_CLUSTER__ENABLED"] = "true"
     s = _settings()
     stack = Stack(s, only=service or None)
     t0 = time.monotonic()

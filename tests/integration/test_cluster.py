@@ -1,0 +1,112 @@
+"""The cluster profile (`shopstream up --cluster`) on this machine, with its own private stack.
+
+The data DAG runs through Airflow with its Spark jobs on the profile's Spark standalone master: the master's JSON
+API lists the silver and gold applications and the worker's lists their executors. Silver and gold rebuilt for
+the same run with ``local[*]`` give the same checksums, so the cluster changes where the work runs, not what it
+computes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shopstream.airflow_api import AirflowClient
+from shopstream.events.generator import generate
+from shopstream.events.producer import produce
+from shopstream.settings import Settings, environment
+from shopstream.spark_session import submit_argv
+from shopstream.stack.base import free_port
+from shopstream.stack.supervisor import Stack
+from tests.conftest import _test_env
+from tests.e2e.test_pipeline import checksums
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ["postgres", "s3", "broker", "spark", "airflow"]
+SPARK_APPS = ("shopstream-silver", "shopstream-gold")
+
+
+@pytest.fixture(scope="module")
+def cluster_settings() -> Iterator[Settings]:
+    state_dir = Path(tempfile.mkdtemp(prefix="shopstream-cluster-test-"))
+    state_dir.chmod(0o755)
+    env = {**_test_env(state_dir), "SHOPSTREAM_CLUSTER__ENABLED": "true",
+           "SHOPSTREAM_CLUSTER__SPARK_MASTER_PORT": str(free_port()),
+           "SHOPSTREAM_CLUSTER__SPARK_UI_PORT": str(free_port())}
+    try:
+        with environment(env) as settings:
+            yield settings
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_settings: Settings) -> Iterator[Stack]:
+    stack = Stack(cluster_settings, only=SERVICES)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        Stack(cluster_settings).down()   # the whole stack, leftovers included
+
+
+@pytest.fixture(scope="module")
+def cluster_run(cluster: Stack, cluster_settings: Settings):
+    """5,000 generated events through the data DAG on the cluster profile."""
+    stream = generate(5_000, seed=16, days=1)
+    produce(cluster_settings, stream.timed())
+    result = AirflowClient(cluster_settings).run_dag("shopstream_data", timeout=1800)
+    assert result.state == "success", result.tasks
+    return result
+
+
+def _json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+def test_the_profile_points_spark_at_its_own_master(cluster_settings: Settings):
+    s = cluster_settings
+    assert s.spark.master == f"spark://127.0.0.1:{s.cluster.spark_master_port}"
+    assert json.loads(s.airflow_connections()["AIRFLOW_CONN_SHOPSTREAM_SPARK"])["host"] == s.spark.master
+    assert s.export_env()["SHOPSTREAM_SPARK__MASTER"] == s.spark.master
+
+
+def test_data_dag_spark_jobs_run_on_the_standalone_master(cluster, cluster_run, cluster_settings: Settings):
+    """The master's JSON API lists the silver and gold applications; the worker ran their executors."""
+    spark = cluster.get("spark")
+    state = spark.master_state()
+    apps = {a["name"]: a for a in state["completedapps"] + state["activeapps"]}
+    assert set(SPARK_APPS) <= set(apps), sorted(apps)
+    assert state["aliveworkers"] == cluster_settings.cluster.spark_workers
+    (worker,) = state["workers"]
+    worker_state = _json(f"{worker['webuiaddress']}/json/")
+    ran = {e["appid"] for e in worker_state["finishedexecutors"] + worker_state["executors"]}
+    for name in SPARK_APPS:
+        assert apps[name]["id"] in ran, f"{name}: no executor on the worker {worker['id']}"
+
+
+def test_gold_checksums_equal_a_local_run(cluster_run, cluster_settings: Settings):
+    """Silver and gold rebuilt for the same run on ``local[*]`` leave every table as the cluster left it."""
+    s = cluster_settings
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        on_cluster = checksums(conn)
+    assert int(on_cluster["gold.fact_events"].split(":")[0]) > 0
+    env = {**s.service_env(), "SHOPSTREAM_SPARK__MASTER": "local[*]"}
+    env.pop("SPARK_LOCAL_IP", None)
+    local = s.model_copy(update={"spark": s.spark.model_copy(update={"master": "local[*]"})})
+    for job in ("silver", "gold"):
+        res = subprocess.run(submit_argv(local, job, "--run-id", cluster_run.run_id), env=env,
+                             capture_output=True, text=True, timeout=1200)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with psycopg.connect(s.postgres.dsn()) as conn:
+        assert checksums(conn) == on_cluster
