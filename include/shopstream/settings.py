@@ -566,6 +566,8 @@ class Settings(BaseSettings):
             # task states: the Airflow database (SQLAlchemy URL with Celery's db+ prefix)
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url(self.postgres.airflow_db, "postgresql"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.airflow.parallelism),
+            # a task still running this long is handed to another worker (Airflow's default, set to keep it quiet)
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
         }
 
     def _scheduler_health_env(self) -> dict[str, str]:

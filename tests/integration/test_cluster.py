@@ -1,6 +1,7 @@
 """The cluster profile (`shopstream up --cluster`) on this machine, with its own private stack.
 
-The data DAG runs through Airflow with its Spark jobs on the profile's Spark standalone master: the master's JSON
+The data DAG runs through Airflow's CeleryExecutor (Redis broker, the Airflow database as result backend), every
+task instance on a celery worker, with its Spark jobs on the profile's Spark standalone master: the master's JSON
 API lists the silver and gold applications and the worker's lists their executors. Silver and gold rebuilt for
 the same run with ``local[*]`` give the same checksums, so the cluster changes where the work runs, not what it
 computes.
@@ -12,6 +13,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,7 @@ from tests.e2e.test_pipeline import checksums
 
 pytestmark = pytest.mark.integration
 
-SERVICES = ["postgres", "s3", "broker", "spark", "airflow"]
+SERVICES = ["postgres", "s3", "broker", "redis", "spark", "airflow"]
 SPARK_APPS = ("shopstream-silver", "shopstream-gold")
 
 
@@ -79,6 +81,33 @@ def test_the_profile_points_spark_at_its_own_master(cluster_settings: Settings):
     assert s.spark.master == f"spark://127.0.0.1:{s.cluster.spark_master_port}"
     assert json.loads(s.airflow_connections()["AIRFLOW_CONN_SHOPSTREAM_SPARK"])["host"] == s.spark.master
     assert s.export_env()["SHOPSTREAM_SPARK__MASTER"] == s.spark.master
+
+
+def test_task_instances_run_on_celery_workers(cluster, cluster_run, cluster_settings: Settings):
+    """Every task instance of the run went through Celery: its Celery task id is recorded with the queue and
+    host, the result backend (the Airflow database) holds that task as SUCCESS, and a worker logged it."""
+    s = cluster_settings
+    assert s.airflow.executor == "CeleryExecutor"
+    assert s.airflow_env()["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{s.redis.port}/{s.airflow.celery_broker_db}"
+    deadline = time.monotonic() + 120
+    while True:   # a task reports success to Airflow a moment before its Celery task returns
+        with psycopg.connect(s.postgres.dsn(s.postgres.airflow_db)) as conn:
+            tis = conn.execute(
+                "select task_id, external_executor_id, queue, hostname, state from task_instance "
+                "where dag_id = 'shopstream_data' and run_id = %s", (cluster_run.run_id,)).fetchall()
+            done = {r[0]: r[1] for r in conn.execute("select task_id, status from celery_taskmeta")}
+        ran = [t for t in tis if t[4] == "success"]
+        if all(done.get(t[1]) == "SUCCESS" for t in ran) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(ran) >= 8, tis
+    for task_id, celery_id, queue, hostname, _ in ran:
+        assert celery_id and queue == "default" and hostname, (task_id, celery_id, queue, hostname)
+        assert done.get(celery_id) == "SUCCESS", f"{task_id}: Celery task {celery_id} not SUCCESS in the backend"
+    workers = [p for p in cluster.get("airflow").processes() if p.spec.name.startswith("airflow-celery-worker-")]
+    assert len(workers) == s.airflow.celery_workers and all(p.pid for p in workers)
+    logged = "".join(p.log_file.read_text(errors="replace") for p in workers)
+    assert not [t[0] for t in ran if t[1] not in logged], "tasks no celery worker logged"
 
 
 def test_data_dag_spark_jobs_run_on_the_standalone_master(cluster, cluster_run, cluster_settings: Settings):

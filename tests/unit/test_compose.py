@@ -842,3 +842,43 @@ def test_ray_image_installs_what_the_trials_import():
                 if not {d.lower() for d in dists.get(top, [top])} & listed:
                     missing.add(f"{top} ({path.name})")
     assert not missing, f"imported on the Ray nodes but not in docker/ray/packages.txt: {sorted(missing)}"
+
+
+# ----------------------------------------------------------------------------- compose = the cluster profile
+def _flags(argv: list[str]) -> set[str]:
+    return {w.split("=", 1)[0] for w in argv if w.startswith("--")}
+
+
+def test_compose_services_match_the_cluster_profile(services, monkeypatch, tmp_path):
+    """spark-master, spark-worker and airflow-worker run what the embedded cluster profile runs (same main class
+    or command, same options), and both render the same executor from the same settings."""
+    from shopstream.settings import load_settings
+    from shopstream.stack.airflow_server import AirflowService
+    from shopstream.stack.spark_cluster import MASTER_CLASS, WORKER_CLASS, SparkClusterService
+
+    compose_env = _load_service_settings(services["airflow-worker"], monkeypatch, tmp_path).airflow_env()
+    for key in [k for k in os.environ if k.startswith("SHOPSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SHOPSTREAM_CLUSTER__ENABLED", "true")
+    monkeypatch.setenv("SHOPSTREAM_STATE_DIR", str(tmp_path / "state"))
+    profile = load_settings()
+    embedded = {p.name: list(p.argv) for svc in (SparkClusterService(profile), AirflowService(profile))
+                for p in svc.specs()}
+
+    master, worker = embedded["spark-master"], embedded["spark-worker-1"]
+    for name, argv, cls in (("spark-master", master, MASTER_CLASS), ("spark-worker", worker, WORKER_CLASS)):
+        command = services[name]["command"]
+        assert command[0] == "spark-class" and Path(argv[0]).name == "spark-class", name
+        assert command[1] == argv[1] == cls, name
+        assert _flags(command) <= _flags(argv), f"{name}: compose passes {_flags(command) - _flags(argv)} the profile does not"
+    assert services["spark-worker"]["command"][-1] == _environment(services["airflow-worker"])["SHOPSTREAM_SPARK__MASTER"]
+    assert worker[-1] == profile.spark.master
+
+    celery = embedded["airflow-celery-worker-1"]
+    assert services["airflow-worker"]["command"] == ["airflow", *celery[1:3]]
+    for env in (compose_env, profile.airflow_env()):
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert compose_env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:") and \
+        compose_env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/4")
+    assert int(compose_env["AIRFLOW__CELERY__BROKER_URL"].rsplit("/", 1)[1]) not in _superset_redis_dbs() | {0}
