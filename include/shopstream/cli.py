@@ -34,7 +34,8 @@ def _human(n: int) -> str:
 @app.command()
 def up(service: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None,
        cluster: Annotated[bool, typer.Option("--cluster", help="The cluster profile (SHOPSTREAM_CLUSTER__ENABLED=true): "
-                                             "a Spark standalone master and workers, the DAGs' Spark jobs on them."
+                                             "a Spark standalone master and workers for the DAGs' Spark jobs, "
+                                             "Airflow's CeleryExecutor with celery workers."
                                              )] = False) -> None:
     """Start the embedded stack (PostgreSQL, S3, broker, MLflow, Airflow) and wait until healthy."""
     import os
