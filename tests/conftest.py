@@ -45,6 +45,7 @@ def _test_env(state_dir: Path) -> dict[str, str]:
         "SHOPSTREAM_RAY__EMBEDDED": "false",
         "SHOPSTREAM_RAY__PORT": str(free_port()),
         "SHOPSTREAM_SPARK__CONNECT_PORT": str(free_port()),
+        "SHOPSTREAM_SPARK__UI_PORT": str(free_port()),
         "SHOPSTREAM_SUPERSET__ADMIN_PASSWORD": "test-superset-pw",
     }
 

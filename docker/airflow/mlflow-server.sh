@@ -63,6 +63,10 @@ INI
     app=(--app-name basic-auth)
 fi
 
+# The schema first: creates the tables in an empty database, applies MLflow's migrations to an existing one
+# (a new MLflow version in the image refuses to serve an old schema). Idempotent.
+mlflow db upgrade "${srv_backend_store_uri}"
+
 exec mlflow server "${app[@]}" \
     --backend-store-uri "${srv_backend_store_uri}" \
     --artifacts-destination "${srv_artifacts_destination}" \

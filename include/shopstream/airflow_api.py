@@ -31,6 +31,7 @@ class AirflowClient:
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self.base = settings.airflow.base_url
+        self.ui = settings.airflow.ui_url   # links for a browser
         self._login = (settings.airflow.admin_user, settings.airflow.admin_password.get_secret_value())
         self._http = httpx.Client(base_url=self.base, timeout=timeout, trust_env=False)
         self._token: str | None = None
@@ -92,7 +93,7 @@ class AirflowClient:
                 on_poll(run["state"], tasks)
             if run["state"] in TERMINAL or time.monotonic() > deadline:
                 return DagRunResult(
-                    dag_id, run_id, run["state"], tasks, f"{self.base}/dags/{dag_id}/runs/{run_id}"
+                    dag_id, run_id, run["state"], tasks, f"{self.ui}/dags/{dag_id}/runs/{run_id}"
                 )
             time.sleep(2)
 

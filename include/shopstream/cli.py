@@ -32,11 +32,19 @@ def _human(n: int) -> str:
 
 
 @app.command()
-def up(service: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None) -> None:
+def up(service: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None,
+       cluster: Annotated[bool, typer.Option("--cluster", help="The cluster profile (SHOPSTREAM_CLUSTER__ENABLED=true): "
+                                             "a Spark standalone master and workers for the DAGs' Spark jobs, "
+                                             "Airflow's CeleryExecutor with celery workers."
+                                             )] = False) -> None:
     """Start the embedded stack (PostgreSQL, S3, broker, MLflow, Airflow) and wait until healthy."""
+    import os
+
     from shopstream.stack.base import StackError
     from shopstream.stack.supervisor import Stack
 
+    if cluster:
+        os.environ["SHOPSTREAM_CLUSTER__ENABLED"] = "true"
     s = _settings()
     stack = Stack(s, only=service or None)
     t0 = time.monotonic()
@@ -193,12 +201,13 @@ def _print_status(stack) -> list:
 
 def _print_logins(s: Settings) -> None:
     console.print(
-        f"Airflow UI  {s.airflow.base_url}  (login {s.airflow.admin_user} / "
+        f"Airflow UI  {s.airflow.ui_url}  (login {s.airflow.admin_user} / "
         f"{s.airflow.admin_password.get_secret_value()})\n"
         f"MLflow UI   {s.mlflow.uri}\n"
         f"S3 endpoint {s.s3.endpoint_url}  (lake bucket {s.s3.lake_bucket})\n"
         f"Kafka       {s.kafka.bootstrap_servers}\n"
-        f"Warehouse   postgresql://{s.postgres.user}@{s.postgres.host}:{s.postgres.port}/{s.postgres.warehouse_db}"
+        + (f"Spark UI    {s.spark.ui_url}  (the data DAG's Spark jobs)\n" if s.spark.mode == "connect" else "")
+        + f"Warehouse   postgresql://{s.postgres.user}@{s.postgres.host}:{s.postgres.port}/{s.postgres.warehouse_db}"
     )
     from shopstream.dashboards import summary_lines
 

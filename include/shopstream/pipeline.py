@@ -81,6 +81,7 @@ def transform(settings: Settings, layer: str, run_id: str, connect_url: str | No
     # pandas 3 makes pyspark warn on every import: known and harmless (the check tasks quiet it too)
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     spark = connect_session(settings, connect_url)
+    spark.addTag(f"shopstream-{layer}")   # the Spark UI's jobs say which layer ran them
     try:
         if layer == "silver":
             result = silver.build(spark, settings, run_id, ranges.get("start") or None, ranges.get("end") or None,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SHOPSTREAM_"
@@ -195,17 +195,36 @@ class AirflowSettings(BaseModel):
         "fab: Flask AppBuilder users and roles (docker-compose)"
     )
     admin_email: str = Field("admin@example.com", description="with the fab auth manager: e-mail of the admin user")
-    parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes")
+    parallelism: int = Field(4, ge=1, description="LocalExecutor worker processes (CeleryExecutor: tasks per celery worker)")
+    executor: Literal["LocalExecutor", "CeleryExecutor"] = Field(
+        "LocalExecutor", description="LocalExecutor: tasks run beside the scheduler; CeleryExecutor: on celery workers, "
+        "with Redis (SHOPSTREAM_REDIS__*) as broker and the Airflow database as result backend (docker-compose and "
+        "the cluster profile)")
+    celery_broker_db: int = Field(4, ge=0, le=15, description="CeleryExecutor: Redis database of Celery's broker")
+    celery_workers: int = Field(1, ge=1, description="embedded stack with CeleryExecutor: `airflow celery worker` "
+                                                     "processes")
     dags_paused_at_creation: bool = Field(False, description="new DAGs start paused (the tests unpause what they run)")
     worker_log_port: int = Field(18793, ge=1, le=65535, description="port of the worker log server")
     trigger_log_port: int = Field(18794, ge=1, le=65535, description="port of the triggerer log server")
     home: str = Field("", description="AIRFLOW_HOME; <state_dir>/airflow when empty")
     dags_folder: str = Field("", description="DAGs folder; <repo>/dags when empty")
     plugins_folder: str = Field("", description="plugins folder; <repo>/plugins when empty")
+    public_url: str = Field(
+        "", description="URL a browser reaches the Airflow UI at (Airflow's base_url and the Data quality report "
+        "links), e.g. http://127.0.0.1:18080 when `host` is a container name; http://<host>:<port> when empty")
+    scheduler_health_port: int = Field(
+        0, ge=0, le=65535, description="port of the scheduler's /health server on loopback (docker-compose health "
+        "check); 0 = off")
 
     @property
     def base_url(self) -> str:
+        """Where the other processes reach the api-server (REST API, execution API)."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """Where a browser reaches the UI: ``public_url``, else ``base_url``."""
+        return self.public_url.rstrip("/") or self.base_url
 
 
 class SparkSettings(BaseModel):
@@ -221,6 +240,8 @@ class SparkSettings(BaseModel):
                                                 "(local[*] or spark://host:7077)")
     connect_host: str = Field("127.0.0.1", description="Spark Connect server host (mode connect)")
     connect_port: int = Field(15002, ge=1, le=65535, description="Spark Connect server port (mode connect)")
+    ui_port: int = Field(14040, ge=1, le=65535, description="Spark UI of the Spark Connect server (mode connect): "
+                                                            "the jobs, stages and SQL of the data DAG's Spark tasks")
     jdbc_jar: str = Field("/usr/share/java/postgresql.jar", description="PostgreSQL JDBC driver jar")
     driver_memory: str = Field("2g", description="spark.driver.memory")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (small data, few cores)")
@@ -231,6 +252,11 @@ class SparkSettings(BaseModel):
     @property
     def connect_url(self) -> str:
         return f"sc://{self.connect_host}:{self.connect_port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Spark Connect server's Spark UI (its REST API is under ``/api/v1``)."""
+        return f"http://{self.connect_host}:{self.ui_port}"
 
 
 class PipelineSettings(BaseModel):
@@ -391,6 +417,24 @@ class ServingSettings(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+class ClusterSettings(BaseModel):
+    """The cluster profile of the embedded stack (`shopstream up --cluster`): docker-compose's multi-process
+    topology on one machine, from the same packages and settings (docs/deploy.md, "Scaling out")."""
+
+    enabled: bool = Field(
+        False, description="run the cluster profile: a Spark standalone master and workers (SPARK__MASTER points at "
+        "it unless set) next to the other services")
+    spark_master_port: int = Field(17077, ge=1, le=65535, description="cluster profile: Spark master RPC port")
+    spark_ui_port: int = Field(18090, ge=1, le=65535, description="cluster profile: Spark master web UI and JSON API")
+    spark_workers: int = Field(1, ge=1, description="cluster profile: Spark standalone workers")
+    spark_worker_cores: int = Field(2, ge=1, description="cluster profile: cores each Spark worker offers")
+    spark_worker_memory: str = Field("1g", description="cluster profile: memory each Spark worker offers its executors")
+
+    @property
+    def spark_master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.spark_master_port}"
+
+
 class Settings(BaseSettings):
     """All of shopstream's configuration. Read it with :func:`get_settings`."""
 
@@ -415,6 +459,20 @@ class Settings(BaseSettings):
     superset: SupersetSettings = SupersetSettings()
     redis: RedisSettings = RedisSettings()
     serving: ServingSettings = ServingSettings()
+    cluster: ClusterSettings = ClusterSettings()
+
+    @model_validator(mode="after")
+    def _cluster_profile(self) -> Settings:
+        """The cluster profile points what was not set explicitly at its own services."""
+        if self.cluster.enabled and "master" not in self.spark.model_fields_set:
+            self.spark = self.spark.model_copy(update={"master": self.cluster.spark_master_url})
+        if self.cluster.enabled and "executor" not in self.airflow.model_fields_set:
+            self.airflow = self.airflow.model_copy(update={"executor": "CeleryExecutor"})
+        if self.airflow.executor == "CeleryExecutor" and self.redis.host in ("127.0.0.1", "localhost") \
+                and not self.redis.enabled:
+            raise ValueError("SHOPSTREAM_AIRFLOW__EXECUTOR=CeleryExecutor needs Redis as its broker, but "
+                             "SHOPSTREAM_REDIS__ENABLED=false leaves the embedded redis-server out")
+        return self
 
     # ----------------------------------------------------------------- derived paths
     @property
@@ -494,7 +552,7 @@ class Settings(BaseSettings):
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": a.executor,
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(a.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),
@@ -506,11 +564,12 @@ class Settings(BaseSettings):
             ),
             "AIRFLOW__API__HOST": a.host,
             "AIRFLOW__API__PORT": str(a.port),
-            "AIRFLOW__API__BASE_URL": a.base_url,
+            "AIRFLOW__API__BASE_URL": a.ui_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(a.worker_log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(a.trigger_log_port),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            **self._scheduler_health_env(),
+            **self._celery_env(),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "MLFLOW_TRACKING_URI": self.mlflow.uri,
             "NO_PROXY": "*",
@@ -519,6 +578,30 @@ class Settings(BaseSettings):
         env.update(self.s3_env())
         env.update(self.mlflow.client_env())
         return env
+
+    def celery_broker_url(self) -> str:
+        """Celery's broker: database ``celery_broker_db`` of the Redis in ``SHOPSTREAM_REDIS__*``."""
+        return self.redis.model_copy(update={"db": self.airflow.celery_broker_db}).url()
+
+    def _celery_env(self) -> dict[str, str]:
+        if self.airflow.executor != "CeleryExecutor":
+            return {}
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.celery_broker_url(),
+            # task states: the Airflow database (SQLAlchemy URL with Celery's db+ prefix)
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url(self.postgres.airflow_db, "postgresql"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.airflow.parallelism),
+            # a task still running this long is handed to another worker (Airflow's default, set to keep it quiet)
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+        }
+
+    def _scheduler_health_env(self) -> dict[str, str]:
+        port = self.airflow.scheduler_health_port
+        if not port:
+            return {"AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False"}
+        return {"AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(port)}
 
     def _auth_manager_env(self) -> dict[str, str]:
         a = self.airflow
@@ -549,6 +632,8 @@ class Settings(BaseSettings):
         import sys
 
         env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        if self.spark.master.startswith("spark://127.0.0.1:"):
+            env["SPARK_LOCAL_IP"] = "127.0.0.1"   # a loopback cluster: drivers and executors on loopback too
         spec = importlib.util.find_spec("pyspark")
         if spec and spec.origin and not os.environ.get("SPARK_HOME"):
             env["SPARK_HOME"] = str(Path(spec.origin).parent)
@@ -569,7 +654,7 @@ class Settings(BaseSettings):
 
 
 SECTIONS = ("postgres", "s3", "kafka", "mlflow", "airflow", "spark", "pipeline", "superset", "training", "ray",
-            "redis", "serving")
+            "redis", "serving", "cluster")
 
 
 def setting_fields() -> list[tuple[str, Any, str]]:

@@ -152,6 +152,58 @@ def test_kill_dash_nine_mid_run_loses_nothing_and_lands_nothing_twice(stack, sta
     assert 0 < svc.stats.messages < stream.truth.total_messages
 
 
+def _assignments(log_text: str) -> list[set[int]]:
+    """The partition sets a lander logged on each assignment, in order."""
+    import re
+
+    return [{int(p) for p in re.findall(r"\d+", m)} for m in re.findall(r"assigned partitions \[([\d, ]*)\]", log_text)]
+
+
+def test_two_landers_of_one_group_survive_a_kill_dash_nine(stack, stack_settings, tmp_path):
+    """Two `shopstream land` processes share the group's partitions; kill -9 one mid-run: the group rebalances,
+    the survivor takes its partitions over from the committed manifest, and every message lands exactly once
+    (landed + dead-lettered = produced, nothing twice)."""
+    s = private_topic(stack_settings)
+    stream = generate(60_000, seed=16, days=1)
+    produce(s, stream.timed())
+    env = {**s.service_env(), "SHOPSTREAM_KAFKA__RAW_TOPIC": s.kafka.raw_topic,
+           "SHOPSTREAM_KAFKA__INVALID_TOPIC": s.kafka.invalid_topic,
+           "SHOPSTREAM_KAFKA__LANDING_GROUP": s.kafka.landing_group}
+    logs = [tmp_path / f"land-{i}.log" for i in (1, 2)]
+    procs = [subprocess.Popen([venv_bin("shopstream"), "land", "--batch-size", "2000", "--max-interval", "1"],
+                              env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            held = [(_assignments(log.read_text(errors="replace")) or [set()])[-1] for log in logs]
+            if all(held) and len(manifest_keys(s)) >= 6:
+                break
+            time.sleep(0.5)
+        assert all(held) and not held[0] & held[1], f"the group did not split the partitions: {held}"
+        victim, survivor = procs
+        assert victim.poll() is None, logs[0].read_text()[-3000:]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                events, dead = assert_exactly_once(s, stream.truth.total_messages)
+                break
+            except AssertionError:
+                assert survivor.poll() is None, logs[1].read_text()[-3000:]
+                time.sleep(2)
+        else:
+            events, dead = assert_exactly_once(s, stream.truth.total_messages)
+        assert events.num_rows == stream.truth.valid_messages and dead.num_rows == stream.truth.invalid
+        taken_over = _assignments(logs[1].read_text(errors="replace"))[-1]
+        assert held[0] <= taken_over, f"survivor holds {taken_over}, not the killed lander's {held[0]}"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
 def test_interrupted_batch_is_rolled_back_on_restart(stack, stack_settings):
     """A crash between writing objects and committing the manifest leaves no orphan behind."""
     s = private_topic(stack_settings)

@@ -656,6 +656,8 @@ def test_mlflow_runs_its_basic_auth_app_and_clients_log_in(services, monkeypatch
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
+    # the schema is created or migrated before the server starts
+    assert out.index("ARGS db upgrade ") < out.index("ARGS server "), out
     assert "--app-name basic-auth" in out and f"ADMIN {s.mlflow.username}" in out, out
     store = re.search(r"database_uri = (\S+)", out)[1]
     assert store.replace("%%", "%") == s.postgres.url(s.postgres.mlflow_db)
@@ -715,3 +717,168 @@ def test_one_postgres_role_per_service(services, monkeypatch, tmp_path):
     script = (REPO_ROOT / "docker" / "postgres" / "init-databases.sh").read_text()
     assert "CREATE DATABASE %I OWNER %I" in script and "REVOKE ALL ON DATABASE %I FROM PUBLIC" in script
     assert "NOSUPERUSER" in script
+
+
+# ----------------------------------------------------------------------------- what would stop a first `up`
+TEST_TOOLS = ("pytest", "pytest-timeout", "hypothesis", "ruff", "selenium", "schemathesis")
+
+
+def test_images_come_from_registries_that_still_serve_them(services):
+    """MinIO's community images left Docker Hub: pull them from quay.io, pinned by digest; Redis at a 7.4
+    patch release with the 2025-2026 Lua RCE fixes (CVE-2025-49844 fixed in 7.4.6; 7.4.10 the latest)."""
+    for name in ("minio", "minio-init"):
+        image = services[name]["image"]
+        assert image.startswith("quay.io/minio/"), f"{name}: {image} (Docker Hub no longer serves minio/*)"
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"{name}: {image} is not pinned by digest"
+    for name, svc in services.items():
+        image = svc.get("image") or ""
+        if image.split(":")[0].endswith("redis"):
+            version = tuple(int(p) for p in _image_tag(image).split("-")[0].split("."))
+            assert version >= (7, 4, 10), f"{name}: {image} has published CVEs fixed in later 7.4.x"
+
+
+def test_the_application_is_no_minio_root(raw, services, env_filled):
+    """MinIO's root account administers; minio-init gives the application its own user on its buckets only."""
+    minio = _environment(services["minio"])
+    init = services["minio-init"]
+    assert minio["MINIO_ROOT_USER"] != env_filled["SHOPSTREAM_S3__ACCESS_KEY"]
+    assert minio["MINIO_ROOT_PASSWORD"] != env_filled["SHOPSTREAM_S3__SECRET_KEY"]
+    assert _environment(init)["MINIO_ROOT_PASSWORD"] == minio["MINIO_ROOT_PASSWORD"]
+    script = "\n".join(raw["services"]["minio-init"]["command"])
+    for step in ('mc admin user add root "$${SHOPSTREAM_S3__ACCESS_KEY}"', "mc admin policy create root shopstream-app",
+                 "mc admin policy attach root shopstream-app --user"):
+        assert step in script, f"minio-init lacks {step!r}"
+    assert '"arn:aws:s3:::*"' not in script   # the policy names the buckets
+    for name, svc in services.items():
+        if name not in ("minio", "minio-init", "secrets-check"):
+            assert not [k for k in _environment(svc) if k.startswith("MINIO_ROOT")], f"{name} sees MinIO's root"
+
+
+def test_airflow_links_use_the_public_url(services, monkeypatch, tmp_path):
+    """Airflow's base_url (the UI's base href, redirects) and the Data quality report links use the URL a
+    browser reaches; the containers still call the api-server by its service name."""
+    from shopstream.quality.report import report_url
+
+    s = _load_service_settings(services["airflow-scheduler"], monkeypatch, tmp_path)
+    env = s.airflow_env()
+    public = f"http://127.0.0.1:{_host_ports(services['airflow-apiserver'])[0][1]}"
+    assert s.airflow.ui_url == public
+    assert env["AIRFLOW__API__BASE_URL"] == public
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    runner = (REPO_ROOT / "include" / "shopstream" / "quality" / "runner.py").read_text()
+    assert "report_url(settings.airflow.ui_url" in runner
+    assert report_url(s.airflow.ui_url, "manual__1", "gold").startswith(public + "/")
+
+
+def test_scheduler_health_uses_its_endpoint(services, monkeypatch, tmp_path):
+    """The scheduler's health check asks its /health server (enabled by a setting) instead of starting a CLI."""
+    scheduler = services["airflow-scheduler"]
+    s = _load_service_settings(scheduler, monkeypatch, tmp_path)
+    env = s.airflow_env()
+    port = s.airflow.scheduler_health_port
+    assert port and env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == str(port)
+    assert scheduler["healthcheck"]["test"] == ["CMD", "curl", "-fsS", f"http://127.0.0.1:{port}/health"]
+
+
+def test_dashboards_are_imported_by_a_one_shot_job(services, monkeypatch, tmp_path):
+    """dashboards-init runs `shopstream dashboards import` against the superset service, with its admin login."""
+    job = services["dashboards-init"]
+    assert _is_one_shot(job) and job["command"] == ["shopstream", "dashboards", "import"]
+    assert job["depends_on"]["superset"]["condition"] == "service_healthy"
+    s = _load_service_settings(job, monkeypatch, tmp_path)
+    superset = _environment(services["superset"])
+    assert s.superset.base_url == f"http://superset:{_container_port(services['superset'])}"
+    assert s.superset.admin_user == superset["SUPERSET_ADMIN_USER"]
+    assert s.superset.admin_password.get_secret_value() == superset["SUPERSET_ADMIN_PASSWORD"]
+
+
+def test_production_images_carry_no_test_tools():
+    """requirements.txt (what the images install) has no test or lint tools; requirements-dev.txt (only
+    `make install`) has them, at the runtime lock's pins for every package both hold."""
+    def pins(path: Path) -> dict[str, str]:
+        out = {}
+        for line in path.read_text().splitlines():
+            if "==" in line and not line.startswith((" ", "#")):
+                name, version = line.split("==", 1)
+                out[name.split("[")[0].lower()] = version.strip()
+        return out
+
+    runtime, dev = pins(REPO_ROOT / "requirements.txt"), pins(REPO_ROOT / "requirements-dev.txt")
+    assert not [t for t in TEST_TOOLS if t in runtime], "test tools in the production lock"
+    assert all(t in dev for t in TEST_TOOLS)
+    assert {k: v for k, v in dev.items() if k in runtime and runtime[k] != v} == {}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "-r requirements.txt -r requirements-dev.txt" in makefile
+    for dockerfile in (REPO_ROOT / "docker").glob("*/Dockerfile"):
+        assert "requirements-dev" not in dockerfile.read_text(), dockerfile
+
+
+def test_ray_image_installs_what_the_trials_import():
+    """The Ray nodes install docker/ray/packages.txt at the lock's pins, not the whole lock; the list covers
+    every third-party import of the code Tune jobs run."""
+    import ast
+    import importlib.metadata
+
+    text = (REPO_ROOT / "docker" / "ray" / "Dockerfile").read_text()
+    assert "-r /opt/shopstream/requirements.txt" not in text and "-c /opt/shopstream/requirements.txt" in text
+    listed = {line.split("[")[0].strip().lower() for line in (REPO_ROOT / "docker" / "ray" / "packages.txt")
+              .read_text().splitlines() if line.strip() and not line.startswith("#")}
+    for package in listed:
+        _lock_version(package.replace("_", "-"))
+    dists = importlib.metadata.packages_distributions()
+    sources = [p for p in (REPO_ROOT / "include" / "shopstream" / "training").glob("*.py")
+               if p.stem not in ("operators", "triggers")]   # these run in Airflow, not on Ray
+    sources.append(REPO_ROOT / "include" / "shopstream" / "settings.py")
+    missing = set()
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "shopstream":
+                    continue
+                if not {d.lower() for d in dists.get(top, [top])} & listed:
+                    missing.add(f"{top} ({path.name})")
+    assert not missing, f"imported on the Ray nodes but not in docker/ray/packages.txt: {sorted(missing)}"
+
+
+# ----------------------------------------------------------------------------- compose = the cluster profile
+def _flags(argv: list[str]) -> set[str]:
+    return {w.split("=", 1)[0] for w in argv if w.startswith("--")}
+
+
+def test_compose_services_match_the_cluster_profile(services, monkeypatch, tmp_path):
+    """spark-master, spark-worker and airflow-worker run what the embedded cluster profile runs (same main class
+    or command, same options), and both render the same executor from the same settings."""
+    from shopstream.settings import load_settings
+    from shopstream.stack.airflow_server import AirflowService
+    from shopstream.stack.spark_cluster import MASTER_CLASS, WORKER_CLASS, SparkClusterService
+
+    compose_env = _load_service_settings(services["airflow-worker"], monkeypatch, tmp_path).airflow_env()
+    for key in [k for k in os.environ if k.startswith("SHOPSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SHOPSTREAM_CLUSTER__ENABLED", "true")
+    monkeypatch.setenv("SHOPSTREAM_STATE_DIR", str(tmp_path / "state"))
+    profile = load_settings()
+    embedded = {p.name: list(p.argv) for svc in (SparkClusterService(profile), AirflowService(profile))
+                for p in svc.specs()}
+
+    master, worker = embedded["spark-master"], embedded["spark-worker-1"]
+    for name, argv, cls in (("spark-master", master, MASTER_CLASS), ("spark-worker", worker, WORKER_CLASS)):
+        command = services[name]["command"]
+        assert command[0] == "spark-class" and Path(argv[0]).name == "spark-class", name
+        assert command[1] == argv[1] == cls, name
+        assert _flags(command) <= _flags(argv), f"{name}: compose passes {_flags(command) - _flags(argv)} the profile does not"
+    assert services["spark-worker"]["command"][-1] == _environment(services["airflow-worker"])["SHOPSTREAM_SPARK__MASTER"]
+    assert worker[-1] == profile.spark.master
+
+    celery = embedded["airflow-celery-worker-1"]
+    assert services["airflow-worker"]["command"] == ["airflow", *celery[1:3]]
+    for env in (compose_env, profile.airflow_env()):
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert compose_env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:") and \
+        compose_env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/4")
+    assert int(compose_env["AIRFLOW__CELERY__BROKER_URL"].rsplit("/", 1)[1]) not in _superset_redis_dbs() | {0}

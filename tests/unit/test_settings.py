@@ -115,3 +115,41 @@ def test_a_variable_far_from_any_setting_is_still_refused(monkeypatch):
     monkeypatch.setenv("SHOPSTREAM_XYZZY", "1")
     with pytest.raises(SettingsError, match="SHOPSTREAM_XYZZY .*no setting has a similar name"):
         load_settings()
+
+
+def test_cluster_profile_points_spark_and_airflow_at_its_services(monkeypatch):
+    """With the profile on, what was not set explicitly goes to its own master and the CeleryExecutor; an
+    explicit master or executor wins; children started with export_env() see the same."""
+    monkeypatch.setenv("SHOPSTREAM_CLUSTER__ENABLED", "true")
+    monkeypatch.setenv("SHOPSTREAM_CLUSTER__SPARK_MASTER_PORT", "17177")
+    s = load_settings()
+    assert s.spark.master == "spark://127.0.0.1:17177" and s.airflow.executor == "CeleryExecutor"
+    env = s.airflow_env()
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{s.redis.port}/{s.airflow.celery_broker_db}"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + s.postgres.url(s.postgres.airflow_db, "postgresql")
+    assert s.spark_env()["SPARK_LOCAL_IP"] == "127.0.0.1"
+    for key, value in s.export_env().items():
+        monkeypatch.setenv(key, value)
+    assert load_settings().spark.master == s.spark.master
+    monkeypatch.setenv("SHOPSTREAM_SPARK__MASTER", "spark://spark-master:7077")
+    monkeypatch.setenv("SHOPSTREAM_AIRFLOW__EXECUTOR", "LocalExecutor")
+    s = load_settings()
+    assert s.spark.master == "spark://spark-master:7077" and "SPARK_LOCAL_IP" not in s.spark_env()
+    assert "AIRFLOW__CELERY__BROKER_URL" not in s.airflow_env()
+
+
+def test_celery_without_its_broker_fails_at_start(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_AIRFLOW__EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("SHOPSTREAM_REDIS__ENABLED", "false")
+    with pytest.raises(SettingsError, match="SHOPSTREAM_REDIS__ENABLED"):
+        load_settings()
+
+
+def test_public_url_is_what_a_browser_gets(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_AIRFLOW__HOST", "airflow-apiserver")
+    monkeypatch.setenv("SHOPSTREAM_AIRFLOW__PUBLIC_URL", "https://airflow.example.com/")
+    s = load_settings()
+    assert s.airflow.ui_url == "https://airflow.example.com"
+    assert s.airflow_env()["AIRFLOW__API__BASE_URL"] == "https://airflow.example.com"
+    assert s.airflow_env()["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:18080/execution/"

@@ -35,13 +35,15 @@ def test_shared_session_id_is_a_stable_uuid4_per_stack_and_generation(tmp_path):
 def test_the_server_jar_ships_with_pyspark_and_the_argv_binds_the_setting(tmp_path):
     jar = connect_server_jar()
     assert jar.name.startswith("spark-connect_") and jar.parent.name == "jars"
-    env = {"SHOPSTREAM_SPARK__CONNECT_PORT": "16123", "SHOPSTREAM_SPARK__MASTER": "local[2]"}
+    env = {"SHOPSTREAM_SPARK__CONNECT_PORT": "16123", "SHOPSTREAM_SPARK__UI_PORT": "16124",
+           "SHOPSTREAM_SPARK__MASTER": "local[2]"}
     with environment(env) as s:
         argv = connect_server_argv(s, tmp_path)
         conns = s.airflow_connections()
     assert argv[argv.index("--class") + 1] == CONNECT_SERVER_CLASS and argv[-1] == str(jar)
     assert argv[argv.index("--master") + 1] == "local[2]"
     assert "spark.connect.grpc.binding.port=16123" in argv and "spark.sql.session.timeZone=UTC" in argv
+    assert "spark.ui.port=16124" in argv and s.spark.ui_url == "http://127.0.0.1:16124"
     conn = json.loads(conns["AIRFLOW_CONN_SHOPSTREAM_SPARK_CONNECT"])
     assert conn == {"conn_type": "spark_connect", "host": "127.0.0.1", "port": 16123}
     assert Path(s.spark.jdbc_jar).name in " ".join(argv)

@@ -130,7 +130,7 @@ def run_suite(settings: Settings, layer: str, run_id: str,
         finished = datetime.now(UTC)
         result = SuiteResult(layer, run_id, outcomes, started, finished, where_value, timings=timings)
         prefix = report_prefix(run_id, layer)
-        result.report_url = report_url(settings.airflow.base_url, run_id, layer)
+        result.report_url = report_url(settings.airflow.ui_url, run_id, layer)
         result.report_key = f"{prefix}/index.html"
         local = local_reports_root(settings.state_dir) / run_name / layer
         index = write_bundle(result, local, data_docs_dir(settings, layer),

@@ -6,6 +6,10 @@ exposed deployment is docker-compose, with the FAB auth manager). Every process 
 rendered by the settings module, so tasks see the same ``SHOPSTREAM_*`` settings and ``AIRFLOW_CONN_*``
 connections.
 
+With ``SHOPSTREAM_AIRFLOW__EXECUTOR=CeleryExecutor`` (docker-compose, the cluster profile) tasks run on
+``SHOPSTREAM_AIRFLOW__CELERY_WORKERS`` ``airflow celery worker`` processes instead, with the broker and result
+backend the settings render (Redis, the Airflow database); each is healthy once Celery reports it ready.
+
 Log servers: the scheduler and the triggerer would start Airflow's log servers on all interfaces (their host
 is hard-coded), so they run with ``--skip-serve-logs`` and the same log server app runs under uvicorn on the
 Airflow host (loopback) instead; task instances record that host (:func:`loopback_hostname`), which is where
@@ -62,6 +66,11 @@ class AirflowService(Service):
         airflow = venv_bin("airflow")
         specs = [ProcSpec(f"airflow-{c}", [airflow, c, *(["--skip-serve-logs"] if c in SERVE_LOGS_ELSEWHERE else [])],
                           env=env) for c in COMPONENTS]
+        if a.executor == "CeleryExecutor":
+            # logs are served by the worker-logs process below (same log folder, same loopback host)
+            specs += [ProcSpec(f"airflow-celery-worker-{i}", [
+                airflow, "celery", "worker", "--skip-serve-logs", "--celery-hostname", f"worker-{i}@%h"], env=env)
+                for i in range(1, a.celery_workers + 1)]
         for name, port in (("worker-logs", a.worker_log_port), ("trigger-logs", a.trigger_log_port)):
             specs.append(ProcSpec(f"airflow-{name}", [
                 venv_bin("uvicorn"), LOG_SERVER_APP, "--factory", "--host", _bind_host(a.host), "--port", str(port),
@@ -94,7 +103,17 @@ class AirflowService(Service):
             for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
             if h.get(part, {}).get("status") != "healthy"
         ]
-        return ", ".join(bad) if bad else None
+        if bad:
+            return ", ".join(bad)
+        return self._celery_workers_ready()
+
+    def _celery_workers_ready(self) -> str | None:
+        for p in self.processes():
+            if p.spec.name.startswith("airflow-celery-worker-"):
+                text = p.log_file.read_text(errors="replace") if p.log_file.exists() else ""
+                if " ready." not in text[text.rfind("\n--- start"):]:
+                    return f"{p.spec.name}: Celery has not reported ready yet ({p.log_file})"
+        return None
 
     def details(self) -> str:
         a = self.settings.airflow

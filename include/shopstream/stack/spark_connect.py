@@ -34,7 +34,8 @@ class SparkConnectService(Service):
         return self.state_dir / "spark"
 
     def ports(self) -> dict[int, str]:
-        return {self.settings.spark.connect_port: "SHOPSTREAM_SPARK__CONNECT_PORT"}
+        s = self.settings.spark
+        return {s.connect_port: "SHOPSTREAM_SPARK__CONNECT_PORT", s.ui_port: "SHOPSTREAM_SPARK__UI_PORT"}
 
     def address(self) -> str:
         return self.settings.spark.connect_url
@@ -54,4 +55,5 @@ class SparkConnectService(Service):
         return None if port_in_use(s.connect_host, s.connect_port) else f"port {s.connect_port} not listening yet"
 
     def details(self) -> str:
-        return f"master {self.settings.spark.master}; the data DAG's Spark tasks share one session"
+        s = self.settings.spark
+        return f"master {s.master}; Spark UI {s.ui_url}; the data DAG's Spark tasks share one session"

@@ -11,10 +11,12 @@ from shopstream.stack.base import Service
 from shopstream.stack.broker import BrokerService
 from shopstream.stack.mlflow_server import MlflowService
 from shopstream.stack.postgres import PostgresService
+from shopstream.stack.process import ManagedProcess, ProcSpec, stop_all
 from shopstream.stack.ray_head import RayService
 from shopstream.stack.redis_server import RedisService
 from shopstream.stack.s3 import S3Service
 from shopstream.stack.serving import ServingService
+from shopstream.stack.spark_cluster import SparkClusterService
 from shopstream.stack.spark_connect import SparkConnectService
 from shopstream.stack.superset import SupersetService
 
@@ -23,6 +25,7 @@ SERVICE_ORDER: tuple[type[Service], ...] = (
     S3Service,
     BrokerService,
     RedisService,  # skipped when SHOPSTREAM_REDIS__ENABLED=false
+    SparkClusterService,  # the cluster profile only (SHOPSTREAM_CLUSTER__ENABLED / `shopstream up --cluster`)
     MlflowService,
     RayService,  # the long-lived local Ray of tuning runs; skipped when SHOPSTREAM_RAY__EMBEDDED=false
     ServingService,  # in the stack once a champion exists; skipped when SHOPSTREAM_SERVING__ENABLED=false
@@ -57,6 +60,7 @@ class Stack:
             if unknown:
                 raise ValueError(f"unknown service(s) {sorted(unknown)}; known: {self.names()}")
             self.services = [s for s in self.services if s.name in only]
+        self.only = bool(only)
 
     def names(self) -> list[str]:
         return [s.name for s in self.services]
@@ -81,6 +85,18 @@ class Stack:
             stopped = svc.stop()
             if on_stop:
                 on_stop(svc.name, stopped)
+        if not self.only:
+            self._stop_leftovers(on_stop)
+
+    def _stop_leftovers(self, on_stop: Callable[[str, bool], None] | None) -> None:
+        """Stop processes with a PID file that no enabled service claims (e.g. the cluster profile's, when the
+        stack was started with ``--cluster`` and is stopped without it)."""
+        run_dir = self.settings.state_dir / "run"
+        known = {p.pid_file for svc in self.services for p in svc.processes()}
+        left = [ManagedProcess(ProcSpec(f.stem, []), run_dir, self.settings.state_dir / "logs")
+                for f in sorted(run_dir.glob("*.pid")) if f not in known]
+        if left and stop_all(left) and on_stop:
+            on_stop(", ".join(m.spec.name for m in left), True)
 
     def status(self) -> list[ServiceStatus]:
         out = []
