@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 def test_every_service_is_healthy(stack):
     rows = stack.status()
-    assert [r.name for r in rows] == ["postgres", "s3", "broker", "redis", "mlflow", "airflow", "superset"]
+    assert [r.name for r in rows] == ["postgres", "s3", "broker", "redis", "mlflow", "spark-connect", "airflow",
+                                      "superset"]
     for r in rows:
         assert r.state == "healthy", f"{r.name}: {r.problem}"
         assert r.pids and r.rss_bytes > 0
