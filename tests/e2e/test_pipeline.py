@@ -2,7 +2,8 @@
 
 Gold (plus the late events silver set aside) reconciles exactly with the generator's truth; the gold update
 starts the training DAG, whose gate makes a champion that scores feature rows; re-running the run changes
-nothing; a broken input fails the right check and stops the layers below it; a check task's log is short.
+nothing; a broken input fails the right check and stops the layers below it; a check task's log is short
+and its process started with Great Expectations imported.
 The data run and the training run it starts are package fixtures (tests/e2e/conftest.py), shared with the
 browser test.
 """
@@ -105,7 +106,8 @@ def test_gold_reconciles_with_the_generator_truth(data_run, stack_settings):
 
 
 def test_a_passing_check_task_logs_under_40_lines(data_run):
-    """GE's import-time INFO chatter stays out: a check task's log is warnings plus our summary."""
+    """GE's import-time INFO chatter stays out: a check task's log is warnings plus our summary. The task
+    process starts with GE imported (the scheduler's PreloadingLocalExecutor imported it before forking)."""
     _, result, client = data_run
     for task_id in ("bronze.check_bronze", "silver.check_silver", "gold.check_gold"):
         ti = client.request("GET", f"/dags/shopstream_data/dagRuns/{result.run_id}/taskInstances/{task_id}")
@@ -116,6 +118,7 @@ def test_a_passing_check_task_logs_under_40_lines(data_run):
         text = "\n".join(lines)
         assert "Data quality passed" in text, text[-3000:]
         assert "Skipping registering function" not in text
+        assert "great_expectations already imported in this process" in text, f"{task_id}: no preload:\n{text}"
         assert len(text.splitlines()) < 40, f"{task_id}: {len(text.splitlines())} lines:\n{text}"
 
 

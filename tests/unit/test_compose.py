@@ -440,6 +440,7 @@ def test_settings_render_the_container_view(services, monkeypatch, tmp_path):
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/shopstream/dags"
     assert env["AIRFLOW_HOME"] == "/opt/airflow"
     assert '"spark://spark-master:7077"' in env["AIRFLOW_CONN_SHOPSTREAM_SPARK"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"   # tasks on the airflow-worker services
 
 
 # ----------------------------------------------------------------------------- serving path and Ray

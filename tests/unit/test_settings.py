@@ -84,7 +84,13 @@ def test_airflow_env_points_at_settings():
     env = s.airflow_env()
     assert env["AIRFLOW__API__PORT"] == str(s.airflow.port)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith(f":{s.postgres.port}/{s.postgres.airflow_db}")
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "shopstream.airflow_executor.PreloadingLocalExecutor"
+    assert "great_expectations" in s.airflow.preload_modules.split(",")
+
+
+def test_no_preload_modules_render_the_plain_local_executor(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_AIRFLOW__PRELOAD_MODULES", " ")
+    assert load_settings().airflow_env()["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
 
 
 def test_configuration_doc_is_current():

@@ -11,7 +11,8 @@ runs them in one checkpoint that updates Data Docs, and then:
 * writes this run's report folder (summary page + its Data Docs pages) and uploads it to the lake,
 * replaces dq.runs / dq.results of (run_id, suite) in one transaction.
 
-``great_expectations`` takes seconds to import: it is imported inside the functions that need it.
+``great_expectations`` takes seconds to import: it is imported inside the functions that need it (in the
+embedded stack's Airflow tasks it is already imported: ``shopstream.airflow_executor``).
 Runs of the same layer are serialized with a file lock (GE's file stores are not safe to share).
 """
 
@@ -21,6 +22,7 @@ import fcntl
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -110,6 +112,9 @@ def run_suite(settings: Settings, layer: str, run_id: str,
     Re-running the same ``run_id`` replaces its dq rows and report. Never raises for failed expectations:
     call :func:`raise_for_failures` on the result (the summary is also logged, warnings included).
     """
+    # at the start of an Airflow task, "already imported" means the scheduler's preload reached the task process
+    log.info("great_expectations %s", "already imported in this process"
+             if "great_expectations" in sys.modules else "not imported yet: importing it (seconds)")
     spec = with_parameters(load_suite(layer), suite_parameters(settings))
     where_value: str | dict[str, str] | None = dict(where) if isinstance(where, Mapping) else where
     started = datetime.now(UTC)

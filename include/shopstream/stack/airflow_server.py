@@ -1,10 +1,11 @@
 """Embedded Airflow 3: api-server, scheduler, dag-processor and triggerer as separate processes.
 
-LocalExecutor with a parallelism that fits the machine, metadata in PostgreSQL, the SimpleAuthManager
-admin login taken from settings (a development login: the embedded stack listens on loopback only; an
-exposed deployment is docker-compose, with the FAB auth manager). Every process gets the environment
-rendered by the settings module, so tasks see the same ``SHOPSTREAM_*`` settings and ``AIRFLOW_CONN_*``
-connections.
+LocalExecutor (``shopstream.airflow_executor``'s, which imports Great Expectations once before it forks its
+workers, so the check tasks start with it) with a parallelism that fits the machine, metadata in
+PostgreSQL, the SimpleAuthManager admin login taken from settings (a development login: the embedded stack
+listens on loopback only; an exposed deployment is docker-compose, with the FAB auth manager). Every
+process gets the environment rendered by the settings module, so tasks see the same ``SHOPSTREAM_*``
+settings and ``AIRFLOW_CONN_*`` connections.
 
 With ``SHOPSTREAM_AIRFLOW__EXECUTOR=CeleryExecutor`` (docker-compose, the cluster profile) tasks run on
 ``SHOPSTREAM_AIRFLOW__CELERY_WORKERS`` ``airflow celery worker`` processes instead, with the broker and result
