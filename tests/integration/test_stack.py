@@ -26,7 +26,7 @@ def test_every_service_is_healthy(stack):
         assert r.state == "healthy", f"{r.name}: {r.problem}"
         assert r.pids and r.rss_bytes > 0
     # the whole stack idles well under 6 GB of RSS
-    assert sum(r.rss_bytes for r in rows) < 6 * 2**30
+    assert sum(r.rss_bytes for r in rows) < 6 * 2**30, {r.name: f"{r.rss_bytes / 2**20:.0f} MiB" for r in rows}
 
 
 def test_smoke_dag_with_dags_test(stack, stack_settings):
