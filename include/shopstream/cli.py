@@ -191,10 +191,10 @@ def _print_status(stack) -> list:
     for r in rows:
         table.add_row(
             r.name, f"[{colour[r.state]}]{r.state}[/]", r.address, " ".join(map(str, r.pids)) or "-",
-            _human(r.rss_bytes), r.problem or r.details,
+            _human(r.memory_bytes), r.problem or r.details,
         )
-    total = sum(r.rss_bytes for r in rows)
-    table.caption = f"total memory {_human(total)}"
+    total = sum(r.memory_bytes for r in rows)
+    table.caption = f"total memory {_human(total)} (PSS: shared pages counted once)"
     console.print(table)
     return rows
 

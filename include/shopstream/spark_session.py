@@ -169,6 +169,7 @@ def connect_server_argv(settings: Settings, local_dir: Path) -> list[str]:
         "spark.connect.session.manager.defaultSessionTimeout": "7d",
         "spark.local.dir": str(local_dir),
         "spark.log.level": "WARN",
+        "spark.ui.enabled": "true",     # a task's own session has none; the long-lived server shows its jobs
         "spark.ui.port": str(s.ui_port),
         "spark.port.maxRetries": "0",   # the UI on its own port or a clear failure, never on a neighbour's
     }

@@ -273,17 +273,21 @@ def test_ready_health_model_and_metrics(api, v1):
 
 def test_reload_switches_versions_under_load_without_a_failed_request(api, settings, v1, stream):
     body = cart_request(stream["events"][stream["rows"][0]["event_key"]])
-    results: list[tuple[int, str | None]] = []
+    # (status, version or error text, sent at, answered at): three threads append in any order, so the
+    # property is about time, not list order: no request sent after a new-version answer gets the old one
+    results: list[tuple[int, str | None, float, float]] = []
     stop = threading.Event()
 
     def flow() -> None:
         with httpx.Client(base_url=api.url, timeout=30) as client:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     r = client.post("/predict", json=body)
-                    results.append((r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text))
+                    answer = r.json().get("model_version") if r.status_code == 200 else r.text
+                    results.append((r.status_code, answer, sent, time.monotonic()))
                 except httpx.HTTPError as e:
-                    results.append((0, repr(e)))
+                    results.append((0, repr(e), sent, time.monotonic()))
 
     threads = [threading.Thread(target=flow) for _ in range(3)]
     for t in threads:
@@ -301,12 +305,13 @@ def test_reload_switches_versions_under_load_without_a_failed_request(api, setti
         for t in threads:
             t.join(30)
     failed = [r for r in results if r[0] != 200]
-    versions = [v for code, v in results if code == 200]
+    answers = sorted((sent, done, v) for code, v, sent, done in results if code == 200)
     assert not failed, failed[:5]
-    assert versions[0] == v1["version"] and versions[-1] == v2["version"]
-    switch = versions.index(v2["version"])
-    assert set(versions[switch:]) == {v2["version"]}, "answers went back to the old version"
-    assert len(versions) > 50
+    assert answers[0][2] == v1["version"] and answers[-1][2] == v2["version"]
+    switched = min(done for _, done, v in answers if v == v2["version"])
+    old_after = [(sent - switched, v) for sent, _, v in answers if sent > switched and v != v2["version"]]
+    assert not old_after, f"answers went back to the old version: {old_after[:5]}"
+    assert len(answers) > 50
 
 
 def test_a_broken_champion_keeps_the_old_model_serving(api, settings):

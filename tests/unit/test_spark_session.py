@@ -43,7 +43,7 @@ def test_the_server_jar_ships_with_pyspark_and_the_argv_binds_the_setting(tmp_pa
     assert argv[argv.index("--class") + 1] == CONNECT_SERVER_CLASS and argv[-1] == str(jar)
     assert argv[argv.index("--master") + 1] == "local[2]"
     assert "spark.connect.grpc.binding.port=16123" in argv and "spark.sql.session.timeZone=UTC" in argv
-    assert "spark.ui.port=16124" in argv and s.spark.ui_url == "http://127.0.0.1:16124"
+    assert "spark.ui.enabled=true" in argv and "spark.ui.port=16124" in argv and s.spark.ui_url == "http://127.0.0.1:16124"
     conn = json.loads(conns["AIRFLOW_CONN_SHOPSTREAM_SPARK_CONNECT"])
     assert conn == {"conn_type": "spark_connect", "host": "127.0.0.1", "port": 16123}
     assert Path(s.spark.jdbc_jar).name in " ".join(argv)

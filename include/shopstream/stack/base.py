@@ -143,5 +143,6 @@ class Service:
     def stop(self) -> bool:
         return stop_all(self.processes(), self.stop_timeout)
 
-    def rss(self) -> int:
-        return sum(p.rss() for p in self.processes())
+    def memory(self) -> int:
+        """Memory of the service's process trees in bytes (PSS; see ``ManagedProcess.memory``)."""
+        return sum(p.memory() for p in self.processes())

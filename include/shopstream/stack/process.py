@@ -78,12 +78,17 @@ class ManagedProcess:
         except psutil.NoSuchProcess:
             return []
 
-    def rss(self) -> int:
-        """Resident memory of the whole process tree, in bytes."""
+    def memory(self) -> int:
+        """Memory of the whole process tree in bytes: the proportional set size (PSS: a page shared by N
+        processes counts 1/N to each, so workers forked from one parent are not counted N times), or the
+        resident set size where PSS cannot be read."""
         total = 0
         for p in self.tree():
             try:
-                total += p.memory_info().rss
+                try:
+                    total += p.memory_full_info().pss
+                except (AttributeError, psutil.AccessDenied):
+                    total += p.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         return total

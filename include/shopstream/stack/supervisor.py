@@ -41,7 +41,7 @@ class ServiceStatus:
     state: str  # "healthy", "unhealthy", "stopped"
     address: str
     pids: list[int]
-    rss_bytes: int
+    memory_bytes: int  # PSS of the process trees (RSS where PSS is unreadable)
     problem: str | None
     details: str
 
@@ -112,7 +112,7 @@ class Stack:
                 problem = f"not running: {', '.join(missing)}" + (f"; {problem}" if problem else "")
             state = "healthy" if problem is None else "unhealthy"
             details = svc.details() if problem is None else ""
-            out.append(ServiceStatus(svc.name, state, svc.address(), pids, svc.rss(), problem, details))
+            out.append(ServiceStatus(svc.name, state, svc.address(), pids, svc.memory(), problem, details))
         return out
 
     def all_pids(self) -> set[int]:
