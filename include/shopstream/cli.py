@@ -522,10 +522,14 @@ def _demo_window(s: Settings, seed: int) -> tuple[datetime | None, int]:
         with psycopg.connect(s.postgres.dsn()) as conn:
             (last,) = conn.execute("select max(event_time) from bronze.events").fetchone()
     except psycopg.errors.UndefinedTable:
-        return None, seed
+        last = None
+    return next_window(last, seed, GeneratorConfig().start)
+
+
+def next_window(last: datetime | None, seed: int, base: datetime) -> tuple[datetime | None, int]:
+    """The generator's start and seed after data whose last event time is ``last`` (None: no data yet)."""
     if last is None:
         return None, seed
-    base = GeneratorConfig().start
     start = last.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return start, seed + max(int((start - base).total_seconds() // 3600), 1)
 

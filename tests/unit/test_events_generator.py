@@ -287,3 +287,17 @@ def test_truth_is_exact_for_a_short_dense_span() -> None:
     expected = recompute_truth(messages, valid, rejected)
     assert {k: truth.to_dict()[k] for k in expected} == expected
     assert 0 < truth.late_events <= 600 and max(truth.late_histogram) <= 3
+
+
+def test_a_repeated_demo_continues_after_the_data_with_its_own_seed():
+    from datetime import UTC, datetime
+
+    from shopstream.cli import next_window
+    from shopstream.events.generator import GeneratorConfig
+
+    base = GeneratorConfig().start
+    assert next_window(None, 42, base) == (None, 42)
+    start, seed = next_window(datetime(2019, 10, 7, 23, 59, 12, tzinfo=UTC), 42, base)
+    assert start == datetime(2019, 10, 8, 0, 0, tzinfo=UTC) and seed == 42 + 7 * 24
+    again, seed2 = next_window(datetime(2019, 10, 14, 23, 1, tzinfo=UTC), 42, base)
+    assert again > start and seed2 != seed
