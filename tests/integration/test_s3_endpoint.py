@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,7 +177,11 @@ def test_an_s3rver_state_dir_is_migrated_and_damage_done_there_stops_the_broker(
             msg = str(e.value)
             assert re.search(r"topic 't.old' partition 0: watermark 1, but a record batch holds offsets \d+-199", msg), msg
             assert "partition 1" not in msg and "rm -rf" in msg and "docs/operations.md" in msg
-            assert (state / "s3rver" / "MIGRATED").exists() and (state / "s3" / "mini.options").exists()
+            assert (state / "s3rver" / "MIGRATED").exists()
+            deadline = time.monotonic() + 60   # weed mini writes its options file once all its parts are up
+            while not (state / "s3" / "mini.options").exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert (state / "s3" / "mini.options").exists(), sorted(p.name for p in (state / "s3").iterdir())
             assert minio_client(s).get_object(s.s3.lake_bucket, "events/old.parquet").read() == b"an old lake object"
             assert st.get("broker").running() == []
         finally:
