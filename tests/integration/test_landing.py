@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pyarrow as pa
@@ -128,16 +129,20 @@ def test_generated_events_land_exactly_once_with_dead_letters(stack, stack_setti
     assert again.stats.messages == 0 and manifest_keys(s) == before
 
 
+def _start_lander(s: Settings, log: Path, batch_size: int) -> subprocess.Popen:
+    """A `shopstream land` process on the test's private topics and group, logging to ``log``."""
+    env = {**s.service_env(), "SHOPSTREAM_KAFKA__RAW_TOPIC": s.kafka.raw_topic,
+           "SHOPSTREAM_KAFKA__INVALID_TOPIC": s.kafka.invalid_topic,
+           "SHOPSTREAM_KAFKA__LANDING_GROUP": s.kafka.landing_group}
+    return subprocess.Popen([venv_bin("shopstream"), "land", "--batch-size", str(batch_size), "--max-interval", "1"],
+                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
 def test_kill_dash_nine_mid_run_loses_nothing_and_lands_nothing_twice(stack, stack_settings, tmp_path):
     s = private_topic(stack_settings)
     stream = generate(60_000, seed=12, days=1)
     produce(s, stream.timed())
-    env = {**s.service_env(), "SHOPSTREAM_KAFKA__RAW_TOPIC": s.kafka.raw_topic,
-           "SHOPSTREAM_KAFKA__INVALID_TOPIC": s.kafka.invalid_topic,
-           "SHOPSTREAM_KAFKA__LANDING_GROUP": s.kafka.landing_group}
-    log = open(tmp_path / "land.log", "wb")
-    proc = subprocess.Popen([venv_bin("shopstream"), "land", "--batch-size", "3000", "--max-interval", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = _start_lander(s, tmp_path / "land.log", batch_size=3000)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(manifest_keys(s)) < 10:
         time.sleep(0.2)
@@ -166,12 +171,8 @@ def test_two_landers_of_one_group_survive_a_kill_dash_nine(stack, stack_settings
     s = private_topic(stack_settings)
     stream = generate(60_000, seed=16, days=1)
     produce(s, stream.timed())
-    env = {**s.service_env(), "SHOPSTREAM_KAFKA__RAW_TOPIC": s.kafka.raw_topic,
-           "SHOPSTREAM_KAFKA__INVALID_TOPIC": s.kafka.invalid_topic,
-           "SHOPSTREAM_KAFKA__LANDING_GROUP": s.kafka.landing_group}
     logs = [tmp_path / f"land-{i}.log" for i in (1, 2)]
-    procs = [subprocess.Popen([venv_bin("shopstream"), "land", "--batch-size", "2000", "--max-interval", "1"],
-                              env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT) for log in logs]
+    procs = [_start_lander(s, log, batch_size=2000) for log in logs]
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -24,18 +23,7 @@ from shopstream.events.validation import (
     validate_message,
 )
 from shopstream.landing.writer import event_objects
-
-GOOD: dict[str, Any] = {
-    "event_time": "2019-10-01 00:00:04 UTC",
-    "event_type": "view",
-    "product_id": 1004856,
-    "category_id": 2053013555631882655,
-    "category_code": "electronics.smartphone",
-    "brand": "samsung",
-    "price": 130.76,
-    "user_id": 543272936,
-    "user_session": "8187d148-3c41-46d4-b0c0-9c08cd9dc564",
-}
+from tests.unit.test_events_validation import GOOD  # one valid event, shared by both validators' tests
 
 
 def parquet_rows(table: pa.Table) -> list[dict]:
